@@ -1,0 +1,4 @@
+from chatcluster.cli.main import main
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Credentials: JWT access and refresh tokens (``tokens``) and app secrets (``secrets``)."""

@@ -1,0 +1,47 @@
+"""Registry: the live socket replicas, and who is online on them.
+
+Guarantees:
+- A replica is live while its last heartbeat is younger than the ``max_age`` a reader asks
+  for; a replica that died stops counting once that age passes, with no cleanup needed.
+- Presence counts connections per (app, user, replica); a user is online while any live
+  replica counts one. ``last_seen`` is when the last connection closed.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import msgspec
+
+
+class ReplicaInfo(msgspec.Struct, frozen=True):
+    replica_id: str
+    url: str
+    connections: int
+    heartbeat_at: float
+    draining: bool = False
+
+
+class PresenceInfo(msgspec.Struct, frozen=True):
+    online: bool
+    last_seen: str | None
+
+
+class Registry(Protocol):
+    async def heartbeat(self, replica: ReplicaInfo) -> None: ...
+
+    async def remove(self, replica_id: str) -> None: ...
+
+    async def live_replicas(self, max_age: float) -> list[ReplicaInfo]: ...
+
+    async def set_connections(
+        self, app_id: str, user_id: str, replica_id: str, connections: int, now: str
+    ) -> None:
+        """Record the user's connection count on a replica (0 also records ``last_seen``)."""
+        ...
+
+    async def presence(
+        self, app_id: str, user_ids: list[str], max_age: float
+    ) -> dict[str, PresenceInfo]: ...
+
+    async def close(self) -> None: ...
