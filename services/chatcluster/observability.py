@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import sys
 import time
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 
 class JsonFormatter(logging.Formatter):
@@ -85,10 +86,6 @@ class PipelineMetrics:
 async def serve_probes(host: str, port: int, ready: Any, registry: CollectorRegistry) -> Any:
     """A minimal HTTP listener for processes without a web framework (the consumers):
     ``GET /healthz``, ``GET /readyz`` (``await ready()`` must be true) and ``GET /metrics``."""
-    import asyncio
-
-    from prometheus_client import generate_latest
-
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             line = await asyncio.wait_for(reader.readline(), 5)

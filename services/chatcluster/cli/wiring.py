@@ -14,7 +14,8 @@ from chatcluster.adapters.embedded.fanout import SqliteFanout
 from chatcluster.adapters.embedded.registry import SqliteRegistry
 from chatcluster.adapters.embedded.sequencer import SqliteSequencer
 from chatcluster.adapters.embedded.store import SqliteStore
-from chatcluster.auth.tokens import TokenIssuer, new_secret
+from chatcluster.auth.tokens import ACCESS_TTL_S, REFRESH_TTL_S, TokenIssuer, new_secret
+from chatcluster.domain.ids import new_id
 from chatcluster.ports.bus import Bus
 from chatcluster.ports.fanout import Fanout
 from chatcluster.ports.registry import Registry
@@ -83,8 +84,6 @@ class Credentials:
         path = state_dir / "credentials.json"
         if path.exists():
             return cls(**json.loads(path.read_text()))
-        from chatcluster.domain.ids import new_id
-
         creds = cls(jwt_secret=secrets.token_urlsafe(48), admin_token=secrets.token_urlsafe(32),
                     app_id=new_id("app"), app_secret=new_secret())
         state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -107,5 +106,5 @@ class Credentials:
 def token_issuer(creds: Credentials) -> TokenIssuer:
     return TokenIssuer(
         os.environ.get("CHAT_JWT_SECRET") or creds.jwt_secret,
-        access_ttl=int(os.environ.get("CHAT_ACCESS_TTL_S", 15 * 60)),
-        refresh_ttl=int(os.environ.get("CHAT_REFRESH_TTL_S", 30 * 24 * 3600)))
+        access_ttl=int(os.environ.get("CHAT_ACCESS_TTL_S", str(ACCESS_TTL_S))),
+        refresh_ttl=int(os.environ.get("CHAT_REFRESH_TTL_S", str(REFRESH_TTL_S))))

@@ -297,24 +297,27 @@ def apply_change(state: MessageState, change: MessageChange) -> MessageState:
     msg = state.message
     last = max(state.last_event_seq, change.event_seq)
     if change.kind == "delete":
-        tomb = msgspec_replace(msg, text="", deleted=True, reactions={}, attachments=[])
-        return MessageState(app_id=state.app_id, message=tomb, text_event_seq=change.event_seq,
-                            reaction_marks={}, last_event_seq=last)
+        tomb = msgspec.structs.replace(msg, text="", deleted=True, reactions={}, attachments=[])
+        return MessageState(app_id=state.app_id, message=tomb,
+                            text_event_seq=change.event_seq, reaction_marks={},
+                            last_event_seq=last)
     if change.kind == "edit":
         if change.event_seq <= state.text_event_seq:
-            return msgspec_replace(state, last_event_seq=last)
+            return msgspec.structs.replace(state, last_event_seq=last)
         assert change.text is not None
-        edited = msgspec_replace(msg, text=change.text, edited_at=change.at)
-        return msgspec_replace(state, message=edited, text_event_seq=change.event_seq,
-                               last_event_seq=last)
+        edited = msgspec.structs.replace(msg, text=change.text, edited_at=change.at)
+        return msgspec.structs.replace(state, message=edited,
+                                       text_event_seq=change.event_seq, last_event_seq=last)
     assert change.emoji is not None
     marks = {e: dict(users) for e, users in state.reaction_marks.items()}
     per_user = marks.setdefault(change.emoji, {})
     if change.event_seq <= abs(per_user.get(change.actor, 0)):
-        return msgspec_replace(state, last_event_seq=last)
-    per_user[change.actor] = change.event_seq if change.kind == "reaction.add" else -change.event_seq
-    return msgspec_replace(state, message=msgspec_replace(msg, reactions=visible_reactions(marks)),
-                           reaction_marks=marks, last_event_seq=last)
+        return msgspec.structs.replace(state, last_event_seq=last)
+    added = change.kind == "reaction.add"
+    per_user[change.actor] = change.event_seq if added else -change.event_seq
+    shown = msgspec.structs.replace(msg, reactions=visible_reactions(marks))
+    return msgspec.structs.replace(state, message=shown, reaction_marks=marks,
+                                   last_event_seq=last)
 
 
 def visible_reactions(marks: dict[str, dict[str, int]]) -> dict[str, list[str]]:
@@ -327,6 +330,4 @@ def visible_reactions(marks: dict[str, dict[str, int]]) -> dict[str, list[str]]:
     return out
 
 
-def msgspec_replace(obj: Any, **fields: Any) -> Any:
-    return msgspec.structs.replace(obj, **fields)
 

@@ -7,10 +7,10 @@ import logging
 from collections.abc import Awaitable, Callable
 
 from chatcluster.observability import PipelineMetrics
+from chatcluster.pipeline import acks, persistence
 from chatcluster.ports.bus import Bus, Record
 from chatcluster.ports.fanout import Fanout
 from chatcluster.ports.store import Store
-from chatcluster.pipeline import acks, persistence
 
 log = logging.getLogger(__name__)
 

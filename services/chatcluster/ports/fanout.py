@@ -27,6 +27,7 @@ class Envelope(msgspec.Struct, frozen=True, omit_defaults=True):
 
     kind: str
     origin: str = ""
+    event: str = ""
     app_id: str = ""
     recipients: list[str] = []
     frame: bytes = b""

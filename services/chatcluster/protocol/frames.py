@@ -73,9 +73,8 @@ def peek_request_id(frame: bytes | str) -> str | None:
 def decode_request(frame: bytes | str, max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES) -> Request:
     size = len(frame) if isinstance(frame, bytes) else len(frame.encode())
     if size > max_frame_bytes:
-        raise FrameError(
-            peek_request_id(frame), TooLarge(f"frame of {size} bytes; the limit is {max_frame_bytes}")
-        )
+        error = TooLarge(f"frame of {size} bytes; the limit is {max_frame_bytes}")
+        raise FrameError(peek_request_id(frame), error)
     try:
         env = _envelope_decoder.decode(frame)
     except msgspec.ValidationError as exc:

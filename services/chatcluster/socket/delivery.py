@@ -178,7 +178,8 @@ class EventPublisher:
                       event_seq: int | None = None,
                       frames: dict[str, bytes] | None = None) -> None:
         env = Envelope(
-            kind="event", origin=self.replica_id, app_id=app_id, recipients=recipients,
+            kind="event", origin=self.replica_id, event=event, app_id=app_id,
+            recipients=recipients,
             frame=b"" if frames else encode_event(event, data, event_seq), frames=frames or {},
             conversation_id=conversation_id, event_seq=event_seq,
             exclude=exclude.conn_id if exclude is not None else None)

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, TypeVar
 
 import msgspec
 
@@ -39,6 +40,8 @@ from chatcluster.socket.presence import Presence
 # refreshes it on every replica, and this bound covers an envelope that was lost.
 CONVERSATION_CACHE_TTL_S = 5.0
 CAS_ATTEMPTS = 8
+RECENT_MESSAGES = 10_000
+T = TypeVar("T")
 READ_MARKS_MAX_MEMBERS = 100
 
 
@@ -51,6 +54,9 @@ class Operations:
         self.events = events
         self.presence = presence
         self._conversations: dict[str, tuple[float, ConversationState]] = {}
+        # message_id -> (event_seq, state) of the latest message.updated/deleted this replica
+        # published or saw fanned out: fresher than the Store while the pipeline catches up.
+        self._recent: OrderedDict[str, tuple[int, Message]] = OrderedDict()
         self.handlers: dict[str, Callable[[ClientConnection, Any], Awaitable[Any]]] = {
             "conversation.create": self.conversation_create,
             "conversation.list": self.conversation_list,
@@ -97,6 +103,15 @@ class Operations:
         if len(self._conversations) > 200_000:
             self._conversations.clear()
 
+    def note_message(self, message: Message, event_seq: int) -> None:
+        """Remember the newest state of a changed message (see ``_recent``)."""
+        known = self._recent.get(message.id)
+        if known is None or known[0] < event_seq:
+            self._recent[message.id] = (event_seq, message)
+            self._recent.move_to_end(message.id)
+            if len(self._recent) > RECENT_MESSAGES:
+                self._recent.popitem(last=False)
+
     def forget(self, conversation_id: str) -> None:
         self._conversations.pop(conversation_id, None)
 
@@ -122,6 +137,9 @@ class Operations:
                                      last_event_seq=0)
         if found is None or found.app_id != conn.app_id:
             raise NotFound("message not found")
+        recent = self._recent.get(message_id)
+        if recent is not None and recent[0] > found.last_event_seq:
+            found = _state_from_event(found.app_id, recent[1], recent[0])
         conv_state = await self.member_conversation(conn, found.message.conversation_id)
         return found, conv_state
 
@@ -259,7 +277,7 @@ class Operations:
 
     # -- messages ------------------------------------------------------------------------------
     async def _in_send_order(self, conn: ClientConnection, conversation_id: str,
-                             reserve: Callable[[], Awaitable[MessageState | Message]]) -> Any:
+                             reserve: Callable[[], Awaitable[T]]) -> T:
         """Run ``reserve`` after every earlier send of this connection to this conversation."""
         previous = conn.send_tails.get(conversation_id)
         gate: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -329,6 +347,7 @@ class Operations:
         at = now_rfc3339()
         change = rules.MessageChange(kind, conn.user_id, event_seq, at, text=text, emoji=emoji)
         new = rules.apply_change(state, change)
+        self.note_message(new.message, event_seq)
         topic = topics.MESSAGE_DELETED if kind == "delete" else topics.MESSAGE_EDITED
         await self.bus.publish(topic, conv.id, encoder.encode(MessageChanged(
             conv.app_id, conv.id, message_id, kind, conn.user_id, event_seq, at, text, emoji)))
@@ -422,3 +441,12 @@ def conversation_view(state: ConversationState, extras: ConversationExtras | Non
         last_read_seq=marks.get(user, 0),
         unread_count=extras.unread_count if extras is not None else 0,
         read_marks=read_marks)
+
+
+def _state_from_event(app_id: str, message: Message, event_seq: int) -> MessageState:
+    """A MessageState rebuilt from an event's message: reaction marks keep the shown order and
+    stay below any later change's event_seq, which is all the caller needs to apply one."""
+    marks = {emoji: {user: i + 1 for i, user in enumerate(users)}
+             for emoji, users in message.reactions.items()}
+    return MessageState(app_id=app_id, message=message, text_event_seq=event_seq,
+                        reaction_marks=marks, last_event_seq=event_seq)

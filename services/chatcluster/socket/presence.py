@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Coroutine
+from typing import Any
 
 from chatcluster.domain.ids import now_rfc3339
 from chatcluster.domain.model import ConversationState
@@ -113,8 +115,8 @@ class Presence:
         await self.events.publish(conn, app_id, "typing", {
             "conversation_id": conversation_id, "user_id": user, "typing": on}, members)
 
-    def _spawn(self, coro: object) -> None:
-        task = asyncio.get_running_loop().create_task(coro)  # type: ignore[arg-type]
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 

@@ -28,6 +28,7 @@ from websockets.http11 import Request, Response
 from chatcluster.auth.tokens import Claims, TokenIssuer
 from chatcluster.domain.errors import ChatError, RateLimited, Unauthorized
 from chatcluster.domain.ids import new_id, now_rfc3339, rfc3339
+from chatcluster.domain.model import Message
 from chatcluster.observability import SocketMetrics
 from chatcluster.ports.bus import Bus
 from chatcluster.ports.fanout import Fanout
@@ -56,6 +57,18 @@ from chatcluster.socket.operations import Operations
 from chatcluster.socket.presence import Presence
 
 log = logging.getLogger(__name__)
+
+
+class _MessageData(msgspec.Struct):
+    message: Message
+
+
+class _MessageEvent(msgspec.Struct):
+    data: _MessageData
+
+
+_changed_message = msgspec.json.Decoder(_MessageEvent)
+CHANGED_MESSAGE_EVENTS = ("message.updated", "message.deleted")
 
 HEARTBEAT_S = 1.0
 REVOCATION_POLL_S = 1.0  # backs up the fan-out's revoke envelope: logout closes within 2 s
@@ -160,6 +173,9 @@ class SocketReplica:
                         continue
                     if env.frames and env.conversation_id is not None:
                         self.ops.forget(env.conversation_id)  # membership changed elsewhere
+                    elif env.event in CHANGED_MESSAGE_EVENTS and env.event_seq is not None:
+                        self.ops.note_message(_changed_message.decode(env.frame).data.message,
+                                              env.event_seq)
                     self.delivery.dispatch(env)
                 return
             except Exception:
@@ -194,7 +210,7 @@ class SocketReplica:
             return connection.respond(HTTPStatus.SERVICE_UNAVAILABLE, "replica restarting\n")
         token = _bearer(request.headers.get("Authorization"))
         if token is None:
-            token = (parse_qs(url.query).get("access_token") or [None])[0]
+            token = next(iter(parse_qs(url.query).get("access_token", [])), None)
         if not token:
             return connection.respond(HTTPStatus.UNAUTHORIZED, "missing access token\n")
         try:

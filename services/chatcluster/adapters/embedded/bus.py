@@ -8,9 +8,11 @@ idempotent consumers tolerate but which wastes work.
 from __future__ import annotations
 
 import asyncio
+import functools
 import sqlite3
 import time
 from pathlib import Path
+from typing import Any
 
 from chatcluster.ports.bus import Record
 
@@ -29,6 +31,10 @@ BUSY_POLL_S = 0.001
 IDLE_POLL_S = 0.005
 # Records every group has committed are deleted this often; the log stays small.
 PRUNE_EVERY_S = 30.0
+
+
+def _select(sql: str, args: tuple[object, ...], c: sqlite3.Connection) -> list[Any]:
+    return c.execute(sql, args).fetchall()
 
 
 def _prune(c: sqlite3.Connection) -> int:
@@ -71,13 +77,12 @@ class SqliteBusConsumer:
         if self._position is None:
             self._position = await self._committed()
         marks = ",".join("?" * len(self.topics))
+        sql = (f'SELECT "offset", topic, key, value FROM log WHERE "offset" > ? '
+               f'AND topic IN ({marks}) ORDER BY "offset" LIMIT ?')
         deadline = time.monotonic() + timeout
         while True:
-            pos = self._position
-            rows = await self.db.read(lambda c: c.execute(
-                f'SELECT "offset", topic, key, value FROM log WHERE "offset" > ? '
-                f'AND topic IN ({marks}) ORDER BY "offset" LIMIT ?',
-                (pos, *self.topics, max_records)).fetchall())
+            args = (self._position, *self.topics, max_records)
+            rows = await self.db.read(functools.partial(_select, sql, args))
             if rows:
                 self._position = rows[-1][0]
                 return [Record(r[1], r[2], r[3], 0, r[0]) for r in rows]

@@ -9,6 +9,7 @@ the GIL while SQLite works, so waiting for another process's lock never stalls t
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import queue
 import sqlite3
@@ -107,10 +108,9 @@ class Database:
         for entry in results:
             by_loop.setdefault(entry[0].get_loop(), []).append(entry)
         for loop, entries in by_loop.items():
-            try:
+            # RuntimeError: the loop closed while we wrote, so nobody is waiting.
+            with contextlib.suppress(RuntimeError):
                 loop.call_soon_threadsafe(_resolve, entries)
-            except RuntimeError:  # the loop closed while we wrote: nobody is waiting
-                pass
 
     # -- reads ---------------------------------------------------------------------------------
     async def read(self, fn: Callable[[sqlite3.Connection], T]) -> T:

@@ -56,12 +56,14 @@ class SqliteFanout:
                     yield _dec.decode(body)
                 if time.monotonic() > next_prune:
                     next_prune = time.monotonic() + 10
-                    cutoff = time.time() - RETENTION_S
-                    await self.db.write(lambda c, cutoff=cutoff: c.execute(
-                        "DELETE FROM frames WHERE at < ?", (cutoff,)))
+                    await self._prune()
                 await asyncio.sleep(BUSY_POLL_S if rows else IDLE_POLL_S)
         finally:
             conn.close()
+
+    async def _prune(self) -> None:
+        cutoff = time.time() - RETENTION_S
+        await self.db.write(lambda c: c.execute("DELETE FROM frames WHERE at < ?", (cutoff,)))
 
     async def close(self) -> None:
         self._closed.set()
