@@ -32,9 +32,37 @@ class TokenBucket:
         return (1 - self.tokens) / self.rate
 
 
+class SendTicket:
+    """A place in one connection's line of sends to one conversation.
+
+    Taken by the read loop in frame order (before any await), so two sends from one connection
+    to one conversation reserve their seqs in the order they arrived (PROTOCOL.md §2), however
+    their lookups interleave. Released once the seq is reserved, or the request failed.
+    """
+
+    __slots__ = ("_conn", "_conversation_id", "_gate", "_previous")
+
+    def __init__(self, conn: ClientConnection, conversation_id: str) -> None:
+        self._conn = conn
+        self._conversation_id = conversation_id
+        self._previous = conn.send_tails.get(conversation_id)
+        self._gate: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        conn.send_tails[conversation_id] = self._gate
+
+    async def turn(self) -> None:
+        if self._previous is not None and not self._previous.done():
+            await asyncio.wait([self._previous])
+
+    def release(self) -> None:
+        if not self._gate.done():
+            self._gate.set_result(None)
+        if self._conn.send_tails.get(self._conversation_id) is self._gate:
+            del self._conn.send_tails[self._conversation_id]
+
+
 class ClientConnection:
-    __slots__ = ("app_id", "bucket", "claims", "conn_id", "in_flight", "rate_limited_streak",
-                 "send_tails", "session_id", "user_id", "ws")
+    __slots__ = ("app_id", "bucket", "claims", "closing", "conn_id", "in_flight",
+                 "rate_limited_streak", "send_tails", "session_id", "user_id", "ws")
 
     def __init__(self, ws: ServerConnection, claims: Claims, conn_id: str,
                  bucket: TokenBucket) -> None:
@@ -46,11 +74,11 @@ class ClientConnection:
         self.conn_id = conn_id
         self.bucket = bucket
         self.in_flight = 0
+        self.closing = False
         # Consecutive frames refused for rate: a client that ignores retry_after_ms for this
         # long is abusive and gets closed with 1008.
         self.rate_limited_streak = 0
-        # conversation_id -> the gate of the latest send from this connection, so two sends to
-        # one conversation take their seqs in the order they arrived (PROTOCOL.md §2).
+        # conversation_id -> the gate of the latest send from this connection (SendTicket).
         self.send_tails: dict[str, asyncio.Future[None]] = {}
 
     def send(self, frame: bytes) -> None:

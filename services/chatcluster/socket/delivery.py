@@ -136,6 +136,9 @@ class LocalDelivery:
             self.close(conn, code, reason)
 
     def close(self, conn: ClientConnection, code: int, reason: str) -> None:
+        if conn.closing:
+            return
+        conn.closing = True
         task = asyncio.get_running_loop().create_task(conn.ws.close(code, reason))
         self._closing.add(task)
         task.add_done_callback(self._closing.discard)

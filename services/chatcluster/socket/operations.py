@@ -7,10 +7,10 @@ then fan the event out and answer. Nothing is fanned out or answered ok before i
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
 from typing import Any, TypeVar
 
 import msgspec
@@ -32,7 +32,7 @@ from chatcluster.ports.sequencer import Sequencer
 from chatcluster.ports.store import ConversationExtras, Store
 from chatcluster.protocol import ops
 from chatcluster.protocol.frames import encode_event
-from chatcluster.socket.connection import ClientConnection
+from chatcluster.socket.connection import ClientConnection, SendTicket
 from chatcluster.socket.delivery import EventPublisher
 from chatcluster.socket.presence import Presence
 
@@ -41,6 +41,8 @@ from chatcluster.socket.presence import Presence
 CONVERSATION_CACHE_TTL_S = 5.0
 CAS_ATTEMPTS = 8
 RECENT_MESSAGES = 10_000
+# The SendTicket of the request being served (set by the server around each send's task).
+CURRENT_TICKET: ContextVar[SendTicket | None] = ContextVar("send_ticket", default=None)
 T = TypeVar("T")
 READ_MARKS_MAX_MEMBERS = 100
 
@@ -276,20 +278,21 @@ class Operations:
         return {"events": events, "has_more": has_more}
 
     # -- messages ------------------------------------------------------------------------------
+    def admit(self, conn: ClientConnection, op: str, data: Any) -> SendTicket | None:
+        """Called by the read loop in frame order: sends take their place in line here."""
+        if op in ("message.send", "message.forward"):
+            return SendTicket(conn, data.conversation_id)
+        return None
+
     async def _in_send_order(self, conn: ClientConnection, conversation_id: str,
                              reserve: Callable[[], Awaitable[T]]) -> T:
         """Run ``reserve`` after every earlier send of this connection to this conversation."""
-        previous = conn.send_tails.get(conversation_id)
-        gate: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        conn.send_tails[conversation_id] = gate
+        ticket = CURRENT_TICKET.get() or SendTicket(conn, conversation_id)
         try:
-            if previous is not None:
-                await asyncio.wait([previous])
+            await ticket.turn()
             return await reserve()
         finally:
-            gate.set_result(None)
-            if conn.send_tails.get(conversation_id) is gate:
-                del conn.send_tails[conversation_id]
+            ticket.release()
 
     async def _append(self, conn: ClientConnection, conv: ConversationState,
                       draft: Message) -> Message:

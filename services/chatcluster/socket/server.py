@@ -51,9 +51,9 @@ from chatcluster.protocol.frames import (
     encode_ok,
     peek_request_id,
 )
-from chatcluster.socket.connection import ClientConnection, TokenBucket
+from chatcluster.socket.connection import ClientConnection, SendTicket, TokenBucket
 from chatcluster.socket.delivery import DEFAULT_MAX_QUEUED_BYTES, EventPublisher, LocalDelivery
-from chatcluster.socket.operations import Operations
+from chatcluster.socket.operations import CURRENT_TICKET, Operations
 from chatcluster.socket.presence import Presence
 
 log = logging.getLogger(__name__)
@@ -119,7 +119,8 @@ class SocketReplica:
         async with serve(self._handler, s.host, s.port, process_request=self._process_request,
                          compression=None, max_size=HARD_MAX_FRAME_BYTES,
                          ping_interval=s.ping_interval, ping_timeout=s.ping_timeout,
-                         close_timeout=2) as server:
+                         # 5 s for a slow reader to drain its queue and see why it is closed.
+                         close_timeout=5) as server:
             port = next(iter(server.sockets)).getsockname()[1]
             self.url = s.public_url or f"ws://{s.host}:{port}"
             await self._heartbeat_once()
@@ -287,13 +288,15 @@ class SocketReplica:
                 retry_after_ms=50))
             return
         conn.in_flight += 1
+        ticket = self.ops.admit(conn, request.op, request.data)
         task = asyncio.get_running_loop().create_task(self._run(conn, request.id, request.op,
-                                                                request.data, started))
+                                                                request.data, started, ticket))
         self._requests.add(task)
         task.add_done_callback(self._requests.discard)
 
     async def _run(self, conn: ClientConnection, request_id: str | None, op: str, data: Any,
-                   started: float) -> None:
+                   started: float, ticket: SendTicket | None) -> None:
+        CURRENT_TICKET.set(ticket)  # this task's own context: no reset needed
         try:
             result = await self.ops.handlers[op](conn, data)
             frame = encode_ok(request_id, result)
@@ -306,6 +309,8 @@ class SocketReplica:
             frame = encode_error(request_id, ChatError("internal error"))
         finally:
             conn.in_flight -= 1
+            if ticket is not None:
+                ticket.release()  # also when the request failed before its turn
         self._send(conn, frame)
         self.metrics.op_latency.labels(op).observe(time.perf_counter() - started)
 
