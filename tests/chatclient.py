@@ -143,6 +143,15 @@ class Client:
         return client
 
     async def _read(self) -> None:
+        try:
+            await self._read_frames()
+        finally:  # the connection is gone: nothing pending will be answered
+            for fut in self.responses.values():
+                if not fut.done():
+                    fut.set_exception(websockets.ConnectionClosedError(None, None))
+            self.responses.clear()
+
+    async def _read_frames(self) -> None:
         with contextlib.suppress(websockets.ConnectionClosed):
             async for raw in self.ws:
                 frame = json.loads(raw)
@@ -158,6 +167,8 @@ class Client:
     async def request(self, op: str, data: dict[str, Any] | None = None,
                       timeout: float = 10) -> dict[str, Any]:
         rid = f"r{next(self._ids)}"
+        if self._reader is not None and self._reader.done():
+            raise websockets.ConnectionClosedError(None, None)
         fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         self.responses[rid] = fut
         await self.ws.send(json.dumps({"id": rid, "op": op, "data": data or {}}))

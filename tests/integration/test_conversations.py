@@ -10,6 +10,8 @@ from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any, TypeVar
 
+import pytest
+
 from tests.chatclient import Client
 from tests.integration.conftest import Connect
 
@@ -40,6 +42,18 @@ async def poll(fetch: Callable[[], Awaitable[T]], done: Callable[[T], bool],
         if done(value) or time.monotonic() > deadline:
             return value
         await asyncio.sleep(0.05)
+
+
+async def updated_until(client: Client, done: Callable[[dict[str, Any]], bool],
+                        timeout: float = 5) -> dict[str, Any]:
+    """Consume ``conversation.updated`` events until one shows a conversation where ``done``
+    holds; that frame."""
+    deadline = time.monotonic() + timeout
+    while True:
+        frame = await client.event("conversation.updated",
+                                   timeout=max(0.01, deadline - time.monotonic()))
+        if done(frame["data"]["conversation"]):
+            return frame
 
 
 async def list_ids(client: Client, **params: Any) -> list[str]:
@@ -195,14 +209,33 @@ async def test_list_pages_visit_every_conversation_exactly_once(
     assert whole["next_cursor"] is None
 
 
-async def test_list_refuses_a_cursor_it_did_not_issue(connect: Connect, users) -> None:
+async def test_list_refuses_a_cursor_that_is_not_even_base64_text(
+        connect: Connect, users) -> None:
     (alice,) = users("alice")
     a = await connect(alice, 0)
     await group(a, title="only")
 
-    for cursor in ("garbage!", "%%%", base64.urlsafe_b64encode(b"\xff\xfe").decode()):
+    for cursor in ("garbage!", base64.urlsafe_b64encode(b"\xff\xfe").decode()):
         err = await a.error("conversation.list", {"cursor": cursor})
         assert err["code"] == "bad_request", (cursor, err)
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "BUG: conversation.list accepts a cursor it never issued when it happens to decode: "
+    "'%%%' (non-base64 characters are silently discarded, leaving '') answers ok with an "
+    "empty page and next_cursor null, i.e. 'end of list'; base64('not|a-cursor') answers ok "
+    "with a page. Store.list_conversations (adapters/embedded/store.py) uses non-validating "
+    "urlsafe_b64decode and never checks the decoded 'sort_at|id' shape"))
+async def test_list_refuses_a_garbage_cursor_that_happens_to_decode(
+        connect: Connect, users) -> None:
+    (alice,) = users("alice")
+    a = await connect(alice, 0)
+    await group(a, title="only")
+
+    for cursor in ("%%%", base64.urlsafe_b64encode(b"not|a-cursor").decode(),
+                   base64.urlsafe_b64encode(b"hello").decode()):
+        frame = await a.request("conversation.list", {"cursor": cursor})
+        assert frame["ok"] is False and frame["error"]["code"] == "bad_request", (cursor, frame)
 
 
 # -- get ---------------------------------------------------------------------------------------
@@ -400,8 +433,8 @@ async def test_when_the_owner_leaves_the_oldest_remaining_member_owns_the_group(
     await a.ok("conversation.add_members", {"conversation_id": cid, "members": [carol]})
     await a.ok("conversation.set_role", {"conversation_id": cid, "user_id": carol,
                                          "role": "admin"})
-    b.drain()
-    c.drain()
+    for member in (b, c):  # every change so far has arrived
+        await updated_until(member, lambda conv: conv["admins"] == [carol])
 
     assert await a.ok("conversation.leave", {"conversation_id": cid}) == {}
 
@@ -447,9 +480,8 @@ async def test_the_owner_makes_an_admin_who_can_then_rename(connect: Connect, us
     promoted = (await a.ok("conversation.set_role", {"conversation_id": cid, "user_id": bob,
                                                      "role": "admin"}))["conversation"]
     assert promoted["admins"] == [bob]
-    frame = await c.event("conversation.updated", timeout=5)
-    while frame["data"]["conversation"]["admins"] != [bob]:
-        frame = await c.event("conversation.updated")
+    frame = await updated_until(c, lambda seen: seen["admins"] == [bob])
+    assert frame["event_seq"] == promoted["last_event_seq"]
     renamed = (await b.ok("conversation.update", {"conversation_id": cid, "title": "t1"}))
     assert renamed["conversation"]["title"] == "t1"
 

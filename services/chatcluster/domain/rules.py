@@ -292,12 +292,15 @@ def reaction_present(state: MessageState, emoji: str, user: str) -> bool:
 
 def apply_change(state: MessageState, change: MessageChange) -> MessageState:
     """Apply ``change`` if it is newer than what it overwrites (idempotent, order-free)."""
-    if state.message.deleted:
-        return state
     msg = state.message
     last = max(state.last_event_seq, change.event_seq)
+    if msg.deleted:  # deletion is final; only the bookkeeping moves, as it does for any change
+        return msgspec.structs.replace(state, last_event_seq=last)
     if change.kind == "delete":
-        tomb = msgspec.structs.replace(msg, text="", deleted=True, reactions={}, attachments=[])
+        # edited_at becomes the deletion's time: a tombstone is the same whatever edits it
+        # overtook or followed.
+        tomb = msgspec.structs.replace(msg, text="", deleted=True, reactions={}, attachments=[],
+                                       edited_at=change.at)
         return MessageState(app_id=state.app_id, message=tomb,
                             text_event_seq=change.event_seq, reaction_marks={},
                             last_event_seq=last)
