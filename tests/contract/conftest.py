@@ -1,58 +1,78 @@
 """One contract suite per port, run against every adapter of that port.
 
-An adapter joins by adding a factory to ``FACTORIES``: an async context manager that yields
-a fresh, isolated instance (its own files, database or key prefix) and can be opened twice on
-the same data (``reopen``) to check durability and sharing between processes.
+Each backend contributes a module ``backend_<name>.py`` beside this file with::
+
+    PORTS: dict[str, Opener]   # port name -> async opener(namespace) -> a new instance
+    def available() -> bool    # its server is configured (scripts/services up exports URLs)
+
+An opener called twice with one namespace gives two instances on the same data (what two
+processes see), and different namespaces never see each other's data.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Callable
+import importlib
+import inspect
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from chatcluster.adapters.embedded.bus import SqliteBus
-from chatcluster.adapters.embedded.fanout import SqliteFanout
-from chatcluster.adapters.embedded.registry import SqliteRegistry
-from chatcluster.adapters.embedded.sequencer import SqliteSequencer
-from chatcluster.adapters.embedded.store import SqliteStore
+Opener = Callable[[str], Any | Awaitable[Any]]
+BACKENDS = ["embedded", "redis", "kafka", "mongodb"]
 
 
 class Backend:
-    """Opens instances of one adapter on one shared, isolated data location."""
+    """Opens instances of one adapter on one isolated namespace."""
 
-    def __init__(self, opener: Callable[[], Any]) -> None:
+    def __init__(self, name: str, opener: Opener, namespace: str) -> None:
+        self.name = name
         self._opener = opener
+        self._namespace = namespace
         self._open: list[Any] = []
 
-    def open(self) -> Any:
+    async def open(self) -> Any:
         """Another instance on the same data: what a second process would see."""
-        instance = self._opener()
+        instance = self._opener(self._namespace)
+        if inspect.isawaitable(instance):
+            instance = await instance
         self._open.append(instance)
         return instance
 
     async def close(self) -> None:
-        for instance in self._open:
+        for instance in reversed(self._open):
             with contextlib.suppress(Exception):
                 await instance.close()
 
 
-EMBEDDED: dict[str, Callable[[Path], Callable[[], Any]]] = {
-    "store": lambda d: lambda: SqliteStore(d),
-    "sequencer": lambda d: lambda: SqliteSequencer(d),
-    "bus": lambda d: lambda: SqliteBus(d),
-    "fanout": lambda d: lambda: SqliteFanout(d),
-    "registry": lambda d: lambda: SqliteRegistry(d),
-}
+def _modules() -> dict[str, Any]:
+    found = {}
+    for name in BACKENDS:
+        try:
+            module = importlib.import_module(f"tests.contract.backend_{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name != f"tests.contract.backend_{name}":
+                raise
+            continue
+        if module.available():
+            found[name] = module
+    return found
+
+
+MODULES = _modules()
 
 
 def _backend_fixture(port: str) -> Any:
-    @pytest.fixture(params=["embedded"])
+    names = [n for n, m in MODULES.items() if port in m.PORTS]
+
+    @pytest.fixture(params=names)
     async def fixture(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Backend]:
-        backend = Backend(EMBEDDED[port](tmp_path))
+        module = MODULES[request.param]
+        namespace = str(tmp_path) if request.param == "embedded" else uuid.uuid4().hex[:12]
+        backend = Backend(request.param, module.PORTS[port], namespace)
         yield backend
         await backend.close()
 

@@ -15,7 +15,7 @@ async def drain(consumer: BusConsumer, expect: int, rounds: int = 50) -> list:
 
 
 async def test_records_come_back_in_publishing_order_per_key(bus_backend) -> None:
-    bus: Bus = bus_backend.open()
+    bus: Bus = (await bus_backend.open())
     for i in range(30):
         await bus.publish("message.sent", f"c{i % 3}", f"{i}".encode())
     got = await drain(bus.consumer("g", ("message.sent",)), 30)
@@ -27,7 +27,7 @@ async def test_records_come_back_in_publishing_order_per_key(bus_backend) -> Non
 
 
 async def test_a_group_resumes_after_its_last_commit(bus_backend) -> None:
-    bus: Bus = bus_backend.open()
+    bus: Bus = (await bus_backend.open())
     for i in range(10):
         await bus.publish("message.sent", "c", str(i).encode())
     first = bus.consumer("persist", ("message.sent",))
@@ -35,7 +35,7 @@ async def test_a_group_resumes_after_its_last_commit(bus_backend) -> None:
     await first.commit(batch[:4])
     await first.close()
     # A new consumer of the group (a restarted process) starts after the commit.
-    second = bus_backend.open().consumer("persist", ("message.sent",))
+    second = (await bus_backend.open()).consumer("persist", ("message.sent",))
     rest = await drain(second, 6)
     assert [int(r.value) for r in rest] == list(range(4, 10))
     assert await second.lag() == 6
@@ -44,7 +44,7 @@ async def test_a_group_resumes_after_its_last_commit(bus_backend) -> None:
 
 
 async def test_rewind_hands_uncommitted_records_out_again(bus_backend) -> None:
-    bus: Bus = bus_backend.open()
+    bus: Bus = (await bus_backend.open())
     for i in range(5):
         await bus.publish("message.edited", "c", str(i).encode())
     consumer = bus.consumer("g", ("message.edited",))
@@ -56,7 +56,7 @@ async def test_rewind_hands_uncommitted_records_out_again(bus_backend) -> None:
 
 
 async def test_groups_are_independent_and_topics_filter(bus_backend) -> None:
-    bus: Bus = bus_backend.open()
+    bus: Bus = (await bus_backend.open())
     await bus.publish("message.sent", "c", b"s")
     await bus.publish("message.delivered", "c", b"d")
     persist = await drain(bus.consumer("persist", ("message.sent",)), 1)
@@ -66,8 +66,8 @@ async def test_groups_are_independent_and_topics_filter(bus_backend) -> None:
 
 
 async def test_published_records_outlive_the_publisher(bus_backend) -> None:
-    bus: Bus = bus_backend.open()
+    bus: Bus = (await bus_backend.open())
     await bus.publish("conversation.updated", "c", b"kept")
     await bus.close()
-    got = await drain(bus_backend.open().consumer("g", ("conversation.updated",)), 1)
+    got = await drain((await bus_backend.open()).consumer("g", ("conversation.updated",)), 1)
     assert [r.value for r in got] == [b"kept"]

@@ -18,8 +18,8 @@ async def collect(fanout: Fanout, n: int, into: list[Envelope], ready: asyncio.E
 
 
 async def test_every_replica_receives_each_envelope_in_publishing_order(fanout_backend) -> None:
-    publisher: Fanout = fanout_backend.open()
-    subscribers: list[Fanout] = [fanout_backend.open(), fanout_backend.open()]
+    publisher: Fanout = (await fanout_backend.open())
+    subscribers: list[Fanout] = [(await fanout_backend.open()), (await fanout_backend.open())]
     received: list[list[Envelope]] = [[], []]
     ready = [asyncio.Event(), asyncio.Event()]
     tasks = [asyncio.create_task(collect(s, 20, received[i], ready[i]))
@@ -35,11 +35,11 @@ async def test_every_replica_receives_each_envelope_in_publishing_order(fanout_b
 
 
 async def test_a_subscriber_does_not_get_what_was_published_before_it(fanout_backend) -> None:
-    fanout: Fanout = fanout_backend.open()
+    fanout: Fanout = (await fanout_backend.open())
     await fanout.publish(Envelope(kind="event", frame=b"old"))
     got: list[Envelope] = []
     ready = asyncio.Event()
-    task = asyncio.create_task(collect(fanout_backend.open(), 1, got, ready))
+    task = asyncio.create_task(collect((await fanout_backend.open()), 1, got, ready))
     await ready.wait()
     await fanout.publish(Envelope(kind="revoke", session_id="s1"))
     await asyncio.wait_for(task, 10)

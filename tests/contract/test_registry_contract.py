@@ -8,11 +8,11 @@ from chatcluster.ports.registry import Registry, ReplicaInfo
 
 
 async def test_a_replica_is_live_while_its_heartbeat_is_fresh(registry_backend) -> None:
-    reg: Registry = registry_backend.open()
+    reg: Registry = (await registry_backend.open())
     now = time.time()
     await reg.heartbeat(ReplicaInfo("r1", "ws://a", 3, now))
     await reg.heartbeat(ReplicaInfo("r2", "ws://b", 1, now - 10))  # died 10 s ago
-    live = await registry_backend.open().live_replicas(max_age=3)
+    live = await (await registry_backend.open()).live_replicas(max_age=3)
     assert [r.replica_id for r in live] == ["r1"]
     assert live[0].url == "ws://a" and live[0].connections == 3
     await reg.heartbeat(ReplicaInfo("r1", "ws://a", 5, time.time(), draining=True))
@@ -23,7 +23,7 @@ async def test_a_replica_is_live_while_its_heartbeat_is_fresh(registry_backend) 
 
 
 async def test_presence_counts_connections_on_live_replicas(registry_backend) -> None:
-    reg: Registry = registry_backend.open()
+    reg: Registry = (await registry_backend.open())
     await reg.heartbeat(ReplicaInfo("r1", "ws://a", 1, time.time()))
     await reg.heartbeat(ReplicaInfo("dead", "ws://d", 1, time.time() - 60))
     await reg.set_connections("app", "alice", "r1", 2, "2026-01-01T00:00:00.000Z")

@@ -17,7 +17,7 @@ def draft(conv: str, sender: str, cmid: str, mid: str | None = None) -> Message:
 
 
 async def test_reservations_number_messages_and_events_from_one(sequencer_backend) -> None:
-    seq: Sequencer = sequencer_backend.open()
+    seq: Sequencer = (await sequencer_backend.open())
     first = await seq.reserve_message(draft("c1", "a", "1"))
     second = await seq.reserve_message(draft("c1", "b", "1"))
     assert (first.created, first.message.seq, first.event_seq) == (True, 1, 1)
@@ -28,7 +28,7 @@ async def test_reservations_number_messages_and_events_from_one(sequencer_backen
 
 
 async def test_a_resend_returns_the_reserved_message_unchanged(sequencer_backend) -> None:
-    seq: Sequencer = sequencer_backend.open()
+    seq: Sequencer = (await sequencer_backend.open())
     first = await seq.reserve_message(draft("c", "a", "x", mid="m1"))
     again = await seq.reserve_message(msgspec.structs.replace(
         draft("c", "a", "x", mid="m2"), text="different"))
@@ -39,7 +39,7 @@ async def test_a_resend_returns_the_reserved_message_unchanged(sequencer_backend
 
 async def test_concurrent_resends_from_two_processes_create_one_message(
         sequencer_backend) -> None:
-    replicas: list[Sequencer] = [sequencer_backend.open(), sequencer_backend.open()]
+    replicas: list[Sequencer] = [(await sequencer_backend.open()), (await sequencer_backend.open())]
     results = await asyncio.gather(*(replicas[i % 2].reserve_message(
         draft("c", "a", "same", mid=f"m{i}")) for i in range(20)))
     assert sum(r.created for r in results) == 1
@@ -47,7 +47,7 @@ async def test_concurrent_resends_from_two_processes_create_one_message(
 
 
 async def test_concurrent_reservations_never_share_a_number(sequencer_backend) -> None:
-    replicas: list[Sequencer] = [sequencer_backend.open(), sequencer_backend.open()]
+    replicas: list[Sequencer] = [(await sequencer_backend.open()), (await sequencer_backend.open())]
     reserved = await asyncio.gather(*(replicas[i % 2].reserve_message(draft("c", "a", str(i)))
                                       for i in range(60)))
     changes = await asyncio.gather(*(replicas[i % 2].next_event_seq("c") for i in range(20)))
@@ -58,11 +58,11 @@ async def test_concurrent_reservations_never_share_a_number(sequencer_backend) -
 
 
 async def test_reservations_outlive_the_instance(sequencer_backend) -> None:
-    seq: Sequencer = sequencer_backend.open()
+    seq: Sequencer = (await sequencer_backend.open())
     kept = await seq.reserve_message(draft("c", "a", "x"))
     await seq.next_event_seq("c")
     await seq.close()
-    reopened: Sequencer = sequencer_backend.open()
+    reopened: Sequencer = (await sequencer_backend.open())
     again = await reopened.reserve_message(draft("c", "a", "x"))
     assert again.created is False and again.message == kept.message
     assert await reopened.reserved_message(kept.message.id) == kept.message

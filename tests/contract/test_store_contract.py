@@ -35,7 +35,7 @@ def sent_batch(cid: str, seqs: range, sender: str = "alice") -> PipelineBatch:
 
 
 async def test_apps_users_and_sessions(store_backend) -> None:
-    store: Store = store_backend.open()
+    store: Store = (await store_backend.open())
     await store.create_app(App(id="app", name="n", secret_digest="d", created_at=T0))
     assert (await store.get_app("app")).name == "n"
     assert await store.get_app("nope") is None
@@ -48,7 +48,7 @@ async def test_apps_users_and_sessions(store_backend) -> None:
 
     await store.create_session(Session(id="s1", app_id="app", user_id="alice",
                                        refresh_jti="j1", created_at=T0))
-    other: Store = store_backend.open()
+    other: Store = (await store_backend.open())
     assert await other.rotate_refresh("s1", "j1", "j2") is True
     assert await store.rotate_refresh("s1", "j1", "j3") is False, "a stale jti loses"
     assert (await store.get_session("s1")).refresh_jti == "j2"
@@ -60,9 +60,9 @@ async def test_apps_users_and_sessions(store_backend) -> None:
 
 
 async def test_direct_conversations_are_unique_per_pair(store_backend) -> None:
-    store: Store = store_backend.open()
+    store: Store = (await store_backend.open())
     first = await store.create_conversation(conversation("c1", ["a", "b"], direct=True))
-    again = await store_backend.open().create_conversation(
+    again = await (await store_backend.open()).create_conversation(
         conversation("c2", ["b", "a"], direct=True))
     assert again == first
     elsewhere = await store.create_conversation(conversation("c3", ["a", "b"], app="app2",
@@ -71,13 +71,13 @@ async def test_direct_conversations_are_unique_per_pair(store_backend) -> None:
 
 
 async def test_conversations_change_by_compare_and_set(store_backend) -> None:
-    store: Store = store_backend.open()
+    store: Store = (await store_backend.open())
     base = await store.create_conversation(conversation("c", ["a", "b"]))
     renamed = rules.set_title(base, "a", "new", 2)
     await store.save_conversation(renamed, expected_version=1)
     stale = rules.add_members(base, "a", ["z"], 3)
     with pytest.raises(VersionConflict):
-        await store_backend.open().save_conversation(stale, expected_version=1)
+        await (await store_backend.open()).save_conversation(stale, expected_version=1)
     assert await store.get_conversation("c") == renamed
     logged, _ = await store.sync_log("c", 0, 10)
     assert [(e.event_seq, e.event) for e in logged] == [(1, "conversation.updated"),
@@ -85,11 +85,11 @@ async def test_conversations_change_by_compare_and_set(store_backend) -> None:
 
 
 async def test_pipeline_batches_are_idempotent(store_backend) -> None:
-    store: Store = store_backend.open()
+    store: Store = (await store_backend.open())
     await store.create_conversation(conversation("c", ["alice", "bob"]))
     batch = sent_batch("c", range(1, 6))
     await store.write_pipeline_batch(batch)
-    await store_backend.open().write_pipeline_batch(batch)  # replayed by another consumer
+    await (await store_backend.open()).write_pipeline_batch(batch)  # replayed by another consumer
     history, more = await store.history("c", None, None, 50)
     assert [s.message.seq for s in history] == [1, 2, 3, 4, 5] and more is False
     logged, _ = await store.sync_log("c", 1, 50)
@@ -102,7 +102,7 @@ async def test_pipeline_batches_are_idempotent(store_backend) -> None:
 
 
 async def test_changed_messages_replace_their_state(store_backend) -> None:
-    store: Store = store_backend.open()
+    store: Store = (await store_backend.open())
     await store.create_conversation(conversation("c", ["alice", "bob"]))
     await store.write_pipeline_batch(sent_batch("c", range(1, 3)))
     original = (await store.get_messages(["c-m1"]))["c-m1"]
@@ -119,7 +119,7 @@ async def test_changed_messages_replace_their_state(store_backend) -> None:
 
 
 async def test_history_pages_in_both_directions(store_backend) -> None:
-    store: Store = store_backend.open()
+    store: Store = (await store_backend.open())
     await store.create_conversation(conversation("c", ["alice"]))
     await store.write_pipeline_batch(sent_batch("c", range(1, 11)))
     newest, more = await store.history("c", None, None, 3)
@@ -137,7 +137,7 @@ async def test_history_pages_in_both_directions(store_backend) -> None:
 
 
 async def test_sync_log_pages_ascending(store_backend) -> None:
-    store: Store = store_backend.open()
+    store: Store = (await store_backend.open())
     await store.create_conversation(conversation("c", ["alice"]))
     await store.write_pipeline_batch(sent_batch("c", range(1, 8)))
     page, more = await store.sync_log("c", 0, 4)
@@ -147,7 +147,7 @@ async def test_sync_log_pages_ascending(store_backend) -> None:
 
 
 async def test_listing_is_newest_activity_first_with_a_cursor(store_backend) -> None:
-    store: Store = store_backend.open()
+    store: Store = (await store_backend.open())
     for i in range(5):
         await store.create_conversation(conversation(f"c{i}", ["alice", "bob"]))
     await store.create_conversation(conversation("elsewhere", ["bob", "carol"]))
@@ -167,7 +167,7 @@ async def test_listing_is_newest_activity_first_with_a_cursor(store_backend) -> 
 
 
 async def test_receipts_only_move_forward(store_backend) -> None:
-    store: Store = store_backend.open()
+    store: Store = (await store_backend.open())
     await store.create_conversation(conversation("c", ["alice", "bob"]))
     await store.write_pipeline_batch(sent_batch("c", range(1, 6)))
     moved = await store.write_pipeline_batch(PipelineBatch(receipts=[
