@@ -184,3 +184,27 @@ async def test_an_old_event_of_one_conversation_is_not_dropped_for_another() -> 
 
     assert rec.seqs("c2") == [1, 2]
     assert rec.dropped == []
+
+
+def skip(conversation_id: str, event_seq: int) -> Envelope:
+    return Envelope(kind="skip", origin="replica-b", app_id="app",
+                    conversation_id=conversation_id, event_seq=event_seq)
+
+
+async def test_a_skipped_number_releases_the_held_events_without_delivering_anything() -> None:
+    rec = Recorder(hold_s=LONG_HOLD_S)
+    rec.offer("c1", 1, 3, 4)
+    assert rec.seqs() == [1]
+    rec.order.offer(skip("c1", 2))  # the replica that took 2 failed and says so
+    assert rec.seqs() == [1, 3, 4]
+    assert all(e.kind == "event" for e in rec.delivered)
+
+
+async def test_a_skip_ahead_of_time_is_held_like_an_event() -> None:
+    rec = Recorder(hold_s=LONG_HOLD_S)
+    rec.offer("c1", 1)
+    rec.order.offer(skip("c1", 3))
+    rec.offer("c1", 4)
+    assert rec.seqs() == [1]
+    rec.offer("c1", 2)
+    assert rec.seqs() == [1, 2, 4]

@@ -21,8 +21,10 @@ class Envelope(msgspec.Struct, frozen=True, omit_defaults=True):
 
     ``kind`` "event": send ``frame`` (or ``frames[user]``, when each recipient sees its own
     view) to every connection of ``recipients`` (external ids of ``app_id``) except the
-    connection ``exclude``. ``kind`` "revoke": close the connections of session ``session_id``
-    with 4001. ``origin`` is the publishing replica, which has delivered locally already.
+    connection ``exclude``. ``kind`` "skip": ``event_seq`` of ``conversation_id`` was burned
+    (a failed request took it), deliver nothing. ``kind`` "revoke": close the connections of
+    session ``session_id`` with 4001. ``origin`` is the publishing replica, which has
+    delivered locally already.
     """
 
     kind: str

@@ -1,10 +1,13 @@
 """Local fan-out: deliver envelopes to this replica's connections, in event_seq order.
 
 Two replicas may publish events of one conversation in the opposite order of their
-``event_seq`` (each took its number, then published). ``ConversationOrder`` restores the
-order: an event that is next in line goes out at once; one that leaves a gap waits up to
-``HOLD_S`` for the missing one (a number burned by a failed request never comes); an event
-older than one already delivered is dropped, and the client, seeing a gap, syncs
+``event_seq`` (each took its number, then published), and under load the fan-out between
+them lags by tens of milliseconds. ``ConversationOrder`` restores the order: an event that
+is next in line goes out at once; one that leaves a gap waits for the missing one. A number
+burned by a failed request is announced as a "skip" envelope, so nobody waits for it; only a
+number lost with a crashed replica, or an envelope the best-effort fan-out lost, costs the
+full ``HOLD_S``. An event older than one already delivered can then only be one that came
+after the hold gave up: it is dropped, and the client, seeing the gap, syncs
 (PROTOCOL.md "Order", "Read your writes").
 """
 
@@ -24,9 +27,10 @@ from chatcluster.socket.connection import ClientConnection
 
 log = logging.getLogger(__name__)
 
-# 50 ms: publishers are at most a commit apart, so a real gap closes within a few ms; waiting
-# longer only delays the next event after a burned number.
-HOLD_S = 0.05
+# 1 s: longer than the fan-out lag between replicas even under saturation (a 50 ms hold
+# dropped events there), and the same bound the contract gives clients before they sync.
+# It is only ever waited in full for a number lost in a crash or a lost envelope.
+HOLD_S = 1.0
 # Conversations whose last delivered event_seq we remember; forgetting one only means its next
 # event is delivered without a gap check.
 MAX_TRACKED_CONVERSATIONS = 100_000
@@ -65,7 +69,8 @@ class ConversationOrder:
         self._last.move_to_end(cid)
         if len(self._last) > MAX_TRACKED_CONVERSATIONS:
             self._last.popitem(last=False)
-        self._deliver(env)
+        if env.kind != "skip":  # a burned number: it only moves the line forward
+            self._deliver(env)
 
     def _drain(self, cid: str) -> None:
         held = self._held.get(cid)
@@ -127,7 +132,7 @@ class LocalDelivery:
             if env.session_id is not None:
                 self.close_session(env.session_id, CLOSE_SESSION_REVOKED, "session revoked")
         elif env.event_seq is not None and env.conversation_id is not None:
-            self.order.offer(env)
+            self.order.offer(env)  # events and skips
         else:
             self._deliver(env)
 
@@ -186,6 +191,14 @@ class EventPublisher:
             frame=b"" if frames else encode_event(event, data, event_seq), frames=frames or {},
             conversation_id=conversation_id, event_seq=event_seq,
             exclude=exclude.conn_id if exclude is not None else None)
+        await self._send(env)
+
+    async def skip(self, app_id: str, conversation_id: str, event_seq: int) -> None:
+        """Announce a burned event_seq so no replica holds later events waiting for it."""
+        await self._send(Envelope(kind="skip", origin=self.replica_id, app_id=app_id,
+                                  conversation_id=conversation_id, event_seq=event_seq))
+
+    async def _send(self, env: Envelope) -> None:
         self.delivery.dispatch(env)
         try:
             await self.fanout.publish(env)

@@ -197,7 +197,12 @@ class Operations:
             try:
                 await self.store.save_conversation(new, expected_version=state.version)
             except VersionConflict:
-                continue  # another replica changed it first; decide again on its state
+                # Another replica changed it first: decide again on its state.
+                await self.events.skip(state.app_id, conversation_id, event_seq)
+                continue
+            except Exception:
+                await self.events.skip(state.app_id, conversation_id, event_seq)
+                raise
             self.remember(new)
             await self.conversation_changed(conn, new, list(dict.fromkeys(
                 [*state.members, *new.members])))
@@ -207,7 +212,11 @@ class Operations:
     async def conversation_changed(self, conn: ClientConnection | None,
                                    state: ConversationState, recipients: list[str]) -> None:
         payload = encoder.encode(ConversationUpdated(state.app_id, state, state.version))
-        await self.bus.publish(topics.CONVERSATION_UPDATED, state.id, payload)
+        try:
+            await self.bus.publish(topics.CONVERSATION_UPDATED, state.id, payload)
+        except Exception:  # saved, but no event will come for its number
+            await self.events.skip(state.app_id, state.id, state.version)
+            raise
         # Each member sees its own last_read_seq and unread_count: one frame per recipient.
         frames: dict[str, bytes] = {}
         for user in recipients:
@@ -302,8 +311,13 @@ class Operations:
         message: Message = reservation.message
         # Published again on a resend too: if the first attempt died between reserve and
         # publish, this makes it durable before the ok; consumers deduplicate by id.
-        await self.bus.publish(topics.MESSAGE_SENT, conv.id, encoder.encode(
-            MessageSent(conv.app_id, message, reservation.event_seq)))
+        try:
+            await self.bus.publish(topics.MESSAGE_SENT, conv.id, encoder.encode(
+                MessageSent(conv.app_id, message, reservation.event_seq)))
+        except Exception:
+            if reservation.created:
+                await self.events.skip(conv.app_id, conv.id, reservation.event_seq)
+            raise
         if reservation.created:
             await self.events.publish(conn, conv.app_id, "message.new", {"message": message},
                                      conv.members, conv.id, reservation.event_seq)
@@ -352,8 +366,13 @@ class Operations:
         new = rules.apply_change(state, change)
         self.note_message(new.message, event_seq)
         topic = topics.MESSAGE_DELETED if kind == "delete" else topics.MESSAGE_EDITED
-        await self.bus.publish(topic, conv.id, encoder.encode(MessageChanged(
-            conv.app_id, conv.id, message_id, kind, conn.user_id, event_seq, at, text, emoji)))
+        try:
+            await self.bus.publish(topic, conv.id, encoder.encode(MessageChanged(
+                conv.app_id, conv.id, message_id, kind, conn.user_id, event_seq, at, text,
+                emoji)))
+        except Exception:
+            await self.events.skip(conv.app_id, conv.id, event_seq)
+            raise
         event = "message.deleted" if kind == "delete" else "message.updated"
         await self.events.publish(conn, conv.app_id, event, {"message": new.message},
                                  conv.members, conv.id, event_seq)

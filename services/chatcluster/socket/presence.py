@@ -79,6 +79,7 @@ class Presence:
 
     async def _send_presence(self, key: tuple[str, str]) -> None:
         app_id, user = key
+        self._forget_old()
         info = (await self.lookup(app_id, [user]))[user]
         last = self._sent.get(key)
         if last is not None and last[1] == info.online:
@@ -90,6 +91,14 @@ class Presence:
                 "user_id": user, "online": info.online,
                 "last_seen": None if info.online else info.last_seen or now_rfc3339()},
                 related)
+
+    def _forget_old(self) -> None:
+        """Drop rate-limit entries older than the window: they no longer hold anything back."""
+        if len(self._sent) < 10_000:
+            return
+        horizon = time.monotonic() - PRESENCE_MIN_INTERVAL_S
+        for key in [k for k, (at, _) in self._sent.items() if at < horizon]:
+            del self._sent[key]
 
     async def typing(self, conn: ClientConnection, conv: ConversationState, on: bool) -> None:
         key = (conn.app_id, conv.id, conn.user_id)

@@ -14,6 +14,7 @@ import contextlib
 import logging
 import math
 import time
+import weakref
 from http import HTTPStatus
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -109,7 +110,10 @@ class SocketReplica:
         self.url = settings.public_url or ""
         self.draining = False
         self.ready = asyncio.Event()
-        self._pending: dict[ServerConnection, Claims] = {}
+        # Claims checked in process_request, picked up by the handler. Weak: a handshake that
+        # fails after authentication must not leave its entry behind.
+        self._pending: weakref.WeakKeyDictionary[ServerConnection, Claims] = (
+            weakref.WeakKeyDictionary())
         self._requests: set[asyncio.Task[None]] = set()
         self._background: list[asyncio.Task[None]] = []
 
