@@ -8,8 +8,6 @@ import time
 from datetime import datetime
 from typing import Any
 
-import pytest
-
 from tests.chatclient import Client
 from tests.integration.conftest import Connect
 
@@ -193,11 +191,6 @@ async def test_presence_get_answers_for_the_caller_and_users_sharing_a_conversat
     assert err["code"] == "bad_request"
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: the at-most-once-per-5-s presence rule is kept per replica, not per user: "
-    "socket/presence.py Presence._sent/_announce live in each replica's memory, so when a "
-    "user's online event came from replica 1 and their last connection closes on replica 0, "
-    "replica 0 sends the offline event at once (well under 5 s after the online one)"))
 async def test_presence_events_of_one_user_are_5_s_apart_even_across_replicas(
         connect: Connect, users) -> None:
     alice, bob = users("alice", "bob")

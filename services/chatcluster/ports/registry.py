@@ -44,4 +44,16 @@ class Registry(Protocol):
         self, app_id: str, user_ids: list[str], max_age: float
     ) -> dict[str, PresenceInfo]: ...
 
+    async def claim_announcement(self, app_id: str, user_id: str, online: bool, now: float,
+                                 min_interval: float) -> float:
+        """Arbitrate presence events between replicas, atomically.
+
+        Returns 0.0 when the caller should announce ``online`` now (it is recorded as the last
+        announcement); -1.0 when ``online`` is what was last announced (nothing to say); else
+        the seconds until ``min_interval`` has passed since the last announcement (ask again
+        then). So a user's presence is announced at most once per ``min_interval``, whichever
+        replicas their connections are on.
+        """
+        ...
+
     async def close(self) -> None: ...

@@ -13,10 +13,13 @@ Guarantees:
 
 from __future__ import annotations
 
+import base64
+import re
 from typing import Literal, Protocol
 
 import msgspec
 
+from chatcluster.domain.errors import BadRequest
 from chatcluster.domain.model import (
     App,
     ConversationActivity,
@@ -66,6 +69,26 @@ class PipelineBatch(msgspec.Struct):
     events: list[LoggedEvent] = []
     activity: list[ActivityMark] = []
     receipts: list[ReceiptMark] = []
+
+
+def encode_cursor(sort_at: str, conversation_id: str) -> str:
+    """The opaque ``conversation.list`` cursor: where the next page starts."""
+    return base64.urlsafe_b64encode(f"{sort_at}|{conversation_id}".encode()).decode()
+
+
+def decode_cursor(cursor: str) -> tuple[str, str]:
+    """Refuse anything ``encode_cursor`` did not make (strict base64, the right shape)."""
+    try:
+        raw = base64.b64decode(cursor.encode(), altchars=b"-_", validate=True).decode()
+    except (ValueError, UnicodeDecodeError):
+        raise BadRequest("data.cursor: not a cursor from conversation.list") from None
+    sort_at, sep, conversation_id = raw.partition("|")
+    if not sep or not conversation_id or not _RFC3339.fullmatch(sort_at):
+        raise BadRequest("data.cursor: not a cursor from conversation.list")
+    return sort_at, conversation_id
+
+
+_RFC3339 = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?Z")
 
 
 class Store(Protocol):

@@ -32,7 +32,6 @@ class Presence:
         self.store = store
         self.registry = registry
         self.events = events
-        self._sent: dict[tuple[str, str], tuple[float, bool]] = {}
         self._deferred: dict[tuple[str, str], asyncio.TimerHandle] = {}
         self._typing: dict[tuple[str, str, str], tuple[asyncio.TimerHandle, list[str]]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
@@ -61,17 +60,16 @@ class Presence:
         if not (await self.lookup(conn.app_id, [conn.user_id]))[conn.user_id].online:
             self._announce((conn.app_id, conn.user_id))  # the user's last connection anywhere
 
-    def _announce(self, key: tuple[str, str]) -> None:
-        """Send the user's current state now, or once the 5 s window since the last one ends."""
+    def _announce(self, key: tuple[str, str], delay: float = 0.0) -> None:
+        """Announce the user's current state now, or after ``delay``. The Registry decides which
+        replica speaks and keeps it to one event per 5 s per user across replicas."""
         if key in self._deferred:
             return
-        last = self._sent.get(key)
-        wait = 0.0 if last is None else last[0] + PRESENCE_MIN_INTERVAL_S - time.monotonic()
-        if wait <= 0:
+        if delay <= 0:
             self._spawn(self._send_presence(key))
         else:
             loop = asyncio.get_running_loop()
-            self._deferred[key] = loop.call_later(wait, self._deferred_send, key)
+            self._deferred[key] = loop.call_later(delay, self._deferred_send, key)
 
     def _deferred_send(self, key: tuple[str, str]) -> None:
         self._deferred.pop(key, None)
@@ -79,26 +77,20 @@ class Presence:
 
     async def _send_presence(self, key: tuple[str, str]) -> None:
         app_id, user = key
-        self._forget_old()
         info = (await self.lookup(app_id, [user]))[user]
-        last = self._sent.get(key)
-        if last is not None and last[1] == info.online:
-            return  # flapped back to what others already know
-        self._sent[key] = (time.monotonic(), info.online)
+        verdict = await self.registry.claim_announcement(app_id, user, info.online, time.time(),
+                                                         PRESENCE_MIN_INTERVAL_S)
+        if verdict < 0:
+            return  # others already know this state (it flapped back, or another replica told)
+        if verdict > 0:
+            self._announce(key, verdict)  # too soon: look again when the window ends
+            return
         related = sorted((await self.store.related_users(app_id, user, None)) - {user})
         if related:
             await self.events.publish(None, app_id, "presence", {
                 "user_id": user, "online": info.online,
                 "last_seen": None if info.online else info.last_seen or now_rfc3339()},
                 related)
-
-    def _forget_old(self) -> None:
-        """Drop rate-limit entries older than the window: they no longer hold anything back."""
-        if len(self._sent) < 10_000:
-            return
-        horizon = time.monotonic() - PRESENCE_MIN_INTERVAL_S
-        for key in [k for k, (at, _) in self._sent.items() if at < horizon]:
-            del self._sent[key]
 
     async def typing(self, conn: ClientConnection, conv: ConversationState, on: bool) -> None:
         key = (conn.app_id, conv.id, conn.user_id)

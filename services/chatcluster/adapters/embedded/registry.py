@@ -17,6 +17,9 @@ CREATE TABLE IF NOT EXISTS replicas (
 CREATE TABLE IF NOT EXISTS presence (
     app_id TEXT NOT NULL, user_id TEXT NOT NULL, replica_id TEXT NOT NULL,
     connections INTEGER NOT NULL, PRIMARY KEY (app_id, user_id, replica_id)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS announced (
+    app_id TEXT NOT NULL, user_id TEXT NOT NULL, at REAL NOT NULL, online INTEGER NOT NULL,
+    PRIMARY KEY (app_id, user_id)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS last_seen (
     app_id TEXT NOT NULL, user_id TEXT NOT NULL, at TEXT NOT NULL,
     PRIMARY KEY (app_id, user_id)) WITHOUT ROWID;
@@ -81,6 +84,21 @@ class SqliteRegistry:
             return {u: PresenceInfo(online=u in online, last_seen=None if u in online
                                     else seen.get(u)) for u in user_ids}
         return await self.db.read(q)
+
+    async def claim_announcement(self, app_id: str, user_id: str, online: bool, now: float,
+                                 min_interval: float) -> float:
+        def w(c: sqlite3.Connection) -> float:
+            row = c.execute("SELECT at, online FROM announced WHERE app_id=? AND user_id=?",
+                            (app_id, user_id)).fetchone()
+            if row is not None and bool(row[1]) == online:
+                return -1.0
+            if row is not None and now - row[0] < min_interval:
+                return float(row[0] + min_interval - now)
+            c.execute("INSERT INTO announced (app_id, user_id, at, online) VALUES (?,?,?,?) "
+                      "ON CONFLICT DO UPDATE SET at=excluded.at, online=excluded.online",
+                      (app_id, user_id, now, int(online)))
+            return 0.0
+        return await self.db.write(w)
 
     async def close(self) -> None:
         await self.db.close()

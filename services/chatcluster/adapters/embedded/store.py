@@ -3,13 +3,12 @@ columns that queries need, so reading a page decodes exactly the rows it returns
 
 from __future__ import annotations
 
-import base64
 import sqlite3
 from pathlib import Path
 
 import msgspec
 
-from chatcluster.domain.errors import BadRequest, VersionConflict
+from chatcluster.domain.errors import VersionConflict
 from chatcluster.domain.model import (
     App,
     ConversationActivity,
@@ -17,7 +16,14 @@ from chatcluster.domain.model import (
     MessageState,
     Session,
 )
-from chatcluster.ports.store import ConversationExtras, LoggedEvent, PipelineBatch, ReceiptMark
+from chatcluster.ports.store import (
+    ConversationExtras,
+    LoggedEvent,
+    PipelineBatch,
+    ReceiptMark,
+    decode_cursor,
+    encode_cursor,
+)
 
 from .database import Database
 
@@ -170,13 +176,7 @@ class SqliteStore:
 
     async def list_conversations(self, app_id: str, user_id: str, limit: int,
                                  cursor: str | None) -> tuple[list[ConversationState], str | None]:
-        after: tuple[str, str] | None = None
-        if cursor is not None:
-            try:
-                at, _, cid = base64.urlsafe_b64decode(cursor.encode()).decode().partition("|")
-            except (ValueError, UnicodeDecodeError):
-                raise BadRequest("data.cursor: not a cursor from conversation.list") from None
-            after = (at, cid)
+        after = decode_cursor(cursor) if cursor is not None else None
 
         def q(c: sqlite3.Connection) -> list[tuple[bytes, str, str]]:
             sql = ("SELECT c.state, c.sort_at, c.id FROM members m JOIN conversations c "
@@ -192,7 +192,7 @@ class SqliteStore:
         nxt = None
         if len(rows) > limit:
             last = page[-1]
-            nxt = base64.urlsafe_b64encode(f"{last[1]}|{last[2]}".encode()).decode()
+            nxt = encode_cursor(last[1], last[2])
         return [_conv_dec.decode(r[0]) for r in page], nxt
 
     async def conversation_extras(self, conversation_ids: list[str],
