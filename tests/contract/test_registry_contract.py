@@ -37,3 +37,15 @@ async def test_presence_counts_connections_on_live_replicas(registry_backend) ->
     assert gone.online is False and gone.last_seen == "2026-01-01T00:00:09.000Z"
     assert await reg.presence("other-app", ["alice"], max_age=3) == {
         "alice": type(gone)(online=False, last_seen=None)}
+
+
+async def test_one_presence_announcement_per_interval_across_replicas(registry_backend) -> None:
+    replicas: list[Registry] = [await registry_backend.open(), await registry_backend.open()]
+    now = 1_000.0
+    verdicts = [await r.claim_announcement("app", "alice", True, now, 5.0) for r in replicas]
+    assert verdicts == [0.0, -1.0], "one replica speaks; the other has nothing to say"
+    too_soon = await replicas[1].claim_announcement("app", "alice", False, now + 1, 5.0)
+    assert too_soon == 4.0, "the other state may be told once the interval has passed"
+    assert await replicas[0].claim_announcement("app", "alice", False, now + 5, 5.0) == 0.0
+    assert await replicas[1].claim_announcement("app", "alice", False, now + 9, 5.0) == -1.0
+    assert await replicas[1].claim_announcement("app", "bob", False, now, 5.0) == 0.0

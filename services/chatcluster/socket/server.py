@@ -127,6 +127,9 @@ class SocketReplica:
                          close_timeout=5) as server:
             port = next(iter(server.sockets)).getsockname()[1]
             self.url = s.public_url or f"ws://{s.host}:{port}"
+            # A replica restarted after kill -9 keeps its id: forget the presence counts its
+            # previous life left, or its users would look online until they reconnect.
+            await self.registry.remove(s.replica_id)
             await self._heartbeat_once()
             self._background = [asyncio.create_task(f()) for f in
                                 (self._heartbeat_loop, self._fanout_loop, self._revocation_loop)]
