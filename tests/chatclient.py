@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -74,15 +75,38 @@ class Cluster:
             self.process.stdout.close()
 
 
-def start_cluster(state_dir: Path, *extra: str, timeout: float = 60) -> Cluster:
-    """Start ``chatcluster up --json`` in its own process group and wait for its ready line."""
+def production_env(name: str) -> dict[str, str]:
+    """Environment for a cluster on the real servers of ``scripts/services up``, isolated from
+    every other cluster sharing them: its own namespace (topics, groups, keys) and database."""
+    namespace = f"{name}{uuid.uuid4().hex[:8]}"
+    store = os.environ["CHAT_STORE_URL"].rsplit("/", 1)[0] + f"/chat_{namespace}"
+    return {"CHAT_NAMESPACE": namespace, "CHAT_STORE_URL": store,
+            "CHAT_BUS_URL": os.environ["CHAT_BUS_URL"],
+            "CHAT_CACHE_URL": os.environ["CHAT_CACHE_URL"]}
+
+
+def embedded_env() -> dict[str, str]:
+    return {"CHAT_STORE_URL": "", "CHAT_BUS_URL": "", "CHAT_CACHE_URL": "",
+            "CHAT_NAMESPACE": ""}
+
+
+def have_real_servers() -> bool:
+    return all(os.environ.get(k) for k in ("CHAT_STORE_URL", "CHAT_BUS_URL", "CHAT_CACHE_URL"))
+
+
+def start_cluster(state_dir: Path, *extra: str, timeout: float = 90,
+                  env: dict[str, str] | None = None) -> Cluster:
+    """Start ``chatcluster up --json`` in its own process group and wait for its ready line.
+
+    ``env`` overrides the environment: ``embedded_env()`` (the default) or
+    ``production_env(...)``."""
     state_dir.mkdir(parents=True, exist_ok=True)
     log_path = state_dir.parent / f"{state_dir.name}.log"
     with log_path.open("ab") as log:
         proc = subprocess.Popen(
             [sys.executable, "-m", "chatcluster", "up", "--json", "--state-dir",
              str(state_dir), *extra], stdout=subprocess.PIPE, stderr=log,
-            start_new_session=True)
+            start_new_session=True, env={**os.environ, **(env or embedded_env())})
     assert proc.stdout is not None
     deadline = time.monotonic() + timeout
     line = b""

@@ -4,20 +4,39 @@ consumers, as separate processes) shared by the session, and a factory of signed
 from __future__ import annotations
 
 import itertools
+import os
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.chatclient import Client, Cluster, start_cluster
+from tests.chatclient import (
+    Client,
+    Cluster,
+    embedded_env,
+    have_real_servers,
+    production_env,
+    start_cluster,
+)
 
 _users = itertools.count(1)
 
 
-@pytest.fixture(scope="session")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    running = start_cluster(tmp_path_factory.mktemp("cluster") / "state")
+def _backends() -> list[str]:
+    """Every integration test runs on the embedded backends and, when ``scripts/services up``
+    exported their URLs, again on the production ones (MongoDB, Kafka, Redis)."""
+    chosen = os.environ.get("CHAT_TEST_BACKENDS")
+    if chosen:
+        return chosen.split(",")
+    return ["embedded", "production"] if have_real_servers() else ["embedded"]
+
+
+@pytest.fixture(scope="session", params=_backends())
+def cluster(request: pytest.FixtureRequest,
+            tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    env = production_env("it") if request.param == "production" else embedded_env()
+    running = start_cluster(tmp_path_factory.mktemp(request.param) / "state", env=env)
     yield running
     running.stop()
 

@@ -372,7 +372,7 @@ async def test_every_member_receives_every_event_live_under_cross_replica_load(
                                       for c in members))
         all_ids = {m["id"] for batch in sent for m in batch}
         expected = [all_ids - {m["id"] for m in mine} for mine in sent]
-        live = await live_messages(members, expected, timeout=2)
+        live = await live_messages(members, expected, timeout=10)
         missed = {c.user: len(want - set(got))
                   for c, want, got in zip(members, expected, live, strict=True)
                   if want - set(got)}

@@ -21,7 +21,13 @@ from pathlib import Path
 from typing import Any
 
 from chatcluster.auth.tokens import secret_digest
-from chatcluster.cli.wiring import BackendUrls, ConfigError, Credentials, open_backends
+from chatcluster.cli.wiring import (
+    BackendUrls,
+    ConfigError,
+    Credentials,
+    open_registry,
+    open_store,
+)
 from chatcluster.domain.ids import now_rfc3339
 from chatcluster.domain.model import App
 from chatcluster.gateway.app import live_socket_urls
@@ -59,22 +65,22 @@ class Child:
 
 
 async def _ensure_default_app(state_dir: Path, urls: BackendUrls, creds: Credentials) -> None:
-    backends = open_backends(state_dir, urls)
+    store = open_store(state_dir, urls)
     try:
-        if await backends.store.get_app(creds.app_id) is None:
-            await backends.store.create_app(App(id=creds.app_id, name="default",
-                                                secret_digest=secret_digest(creds.app_secret),
-                                                created_at=now_rfc3339()))
+        if await store.get_app(creds.app_id) is None:
+            await store.create_app(App(id=creds.app_id, name="default",
+                                       secret_digest=secret_digest(creds.app_secret),
+                                       created_at=now_rfc3339()))
     finally:
-        await backends.close()
+        await store.close()
 
 
 async def _live_urls(state_dir: Path, urls: BackendUrls) -> list[str]:
-    backends = open_backends(state_dir, urls)
+    registry = open_registry(state_dir, urls)
     try:
-        return await live_socket_urls(backends.registry)
+        return await live_socket_urls(registry)
     finally:
-        await backends.close()
+        await registry.close()
 
 
 def _ready(url: str) -> bool:

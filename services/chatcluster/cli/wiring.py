@@ -14,6 +14,11 @@ from chatcluster.adapters.embedded.fanout import SqliteFanout
 from chatcluster.adapters.embedded.registry import SqliteRegistry
 from chatcluster.adapters.embedded.sequencer import SqliteSequencer
 from chatcluster.adapters.embedded.store import SqliteStore
+from chatcluster.adapters.kafka.bus import KafkaBus
+from chatcluster.adapters.mongodb.store import MongoStore
+from chatcluster.adapters.redis.fanout import RedisFanout
+from chatcluster.adapters.redis.registry import RedisRegistry
+from chatcluster.adapters.redis.sequencer import RedisSequencer
 from chatcluster.auth.tokens import ACCESS_TTL_S, REFRESH_TTL_S, TokenIssuer, new_secret
 from chatcluster.domain.ids import new_id
 from chatcluster.ports.bus import Bus
@@ -23,6 +28,8 @@ from chatcluster.ports.sequencer import Sequencer
 from chatcluster.ports.store import Store
 
 EMBEDDED = ("", "embedded")
+SCHEMES = {"store": ("mongodb://", "mongodb+srv://"), "bus": ("kafka://",),
+           "cache": ("redis://", "rediss://")}
 
 
 class ConfigError(Exception):
@@ -31,23 +38,40 @@ class ConfigError(Exception):
 
 @dataclass
 class BackendUrls:
+    """Where each backend lives: "" (or "embedded") for the SQLite files in the state
+    directory, else ``mongodb://`` for the Store, ``kafka://`` for the Bus, ``redis://`` for the
+    Fanout and Registry (and, with a MongoDB store, the Sequencer)."""
+
     store: str = ""
     bus: str = ""
     cache: str = ""
+    # Several clusters may share one Kafka and one Redis: the namespace prefixes their topics,
+    # consumer groups and keys (CHAT_NAMESPACE). The MongoDB database is the URL's path.
+    namespace: str = ""
 
     @classmethod
     def resolve(cls, store: str | None, bus: str | None, cache: str | None) -> BackendUrls:
         return cls(store=store if store is not None else os.environ.get("CHAT_STORE_URL", ""),
                    bus=bus if bus is not None else os.environ.get("CHAT_BUS_URL", ""),
-                   cache=cache if cache is not None else os.environ.get("CHAT_CACHE_URL", ""))
+                   cache=cache if cache is not None else os.environ.get("CHAT_CACHE_URL", ""),
+                   namespace=os.environ.get("CHAT_NAMESPACE", ""))
+
+    @property
+    def key_prefix(self) -> str:
+        return f"chat:{self.namespace}:" if self.namespace else "chat:"
+
+    @property
+    def topic_prefix(self) -> str:
+        return f"{self.namespace}." if self.namespace else ""
 
     def check(self) -> None:
         for name, url in (("store", self.store), ("bus", self.bus), ("cache", self.cache)):
-            if url not in EMBEDDED:
-                scheme = url.partition("://")[0]
-                raise ConfigError(
-                    f"--{name} {url!r}: only the embedded backend is available in this version "
-                    f"(the {scheme} adapter is planned); leave it unset or 'embedded'")
+            if url not in EMBEDDED and not url.startswith(SCHEMES[name]):
+                raise ConfigError(f"--{name} {url!r}: expected 'embedded' or a URL starting "
+                                  f"with {' or '.join(SCHEMES[name])}")
+
+    def embedded(self, name: str) -> bool:
+        return getattr(self, name) in EMBEDDED
 
 
 @dataclass
@@ -63,12 +87,36 @@ class Backends:
             await part.close()
 
 
+def open_store(state_dir: Path, urls: BackendUrls) -> Store:
+    return SqliteStore(state_dir / "data") if urls.embedded("store") else MongoStore(urls.store)
+
+
+def open_registry(state_dir: Path, urls: BackendUrls) -> Registry:
+    if urls.embedded("cache"):
+        return SqliteRegistry(state_dir / "data")
+    return RedisRegistry(urls.cache, prefix=urls.key_prefix)
+
+
 def open_backends(state_dir: Path, urls: BackendUrls) -> Backends:
+    """Every port, each on the backend its URL names. Clients connect lazily on first use."""
     urls.check()
     data = state_dir / "data"
-    return Backends(store=SqliteStore(data), sequencer=SqliteSequencer(data),
-                    bus=SqliteBus(data), fanout=SqliteFanout(data),
-                    registry=SqliteRegistry(data))
+    sequencer: Sequencer
+    fanout: Fanout
+    if urls.embedded("cache"):
+        fanout = SqliteFanout(data)
+        sequencer = SqliteSequencer(data)
+    else:
+        fanout = RedisFanout(urls.cache, prefix=urls.key_prefix)
+        # Redis numbers, fenced by durable high-water marks in MongoDB; without a MongoDB
+        # store the counters stay in the state directory.
+        sequencer = (SqliteSequencer(data) if urls.embedded("store")
+                     else RedisSequencer(urls.cache, urls.store, prefix=urls.key_prefix))
+    return Backends(store=open_store(state_dir, urls), sequencer=sequencer,
+                    bus=SqliteBus(data) if urls.embedded("bus") else KafkaBus(
+                        urls.bus, topic_prefix=urls.topic_prefix,
+                        group_prefix=urls.topic_prefix),
+                    fanout=fanout, registry=open_registry(state_dir, urls))
 
 
 @dataclass

@@ -7,6 +7,7 @@ then fan the event out and answer. Nothing is fanned out or answered ok before i
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
@@ -41,6 +42,9 @@ from chatcluster.socket.presence import Presence
 CONVERSATION_CACHE_TTL_S = 5.0
 CAS_ATTEMPTS = 8
 RECENT_MESSAGES = 10_000
+# A change not durable by then is answered "unavailable" (its number announced as skipped):
+# the bound on how long another replica may have to hold later events for it (delivery.HOLD_S).
+PUBLISH_DEADLINE_S = 4.0
 # The SendTicket of the request being served (set by the server around each send's task).
 CURRENT_TICKET: ContextVar[SendTicket | None] = ContextVar("send_ticket", default=None)
 T = TypeVar("T")
@@ -213,7 +217,7 @@ class Operations:
                                    state: ConversationState, recipients: list[str]) -> None:
         payload = encoder.encode(ConversationUpdated(state.app_id, state, state.version))
         try:
-            await self.bus.publish(topics.CONVERSATION_UPDATED, state.id, payload)
+            await self._publish(topics.CONVERSATION_UPDATED, state.id, payload)
         except Exception:  # saved, but no event will come for its number
             await self.events.skip(state.app_id, state.id, state.version)
             raise
@@ -287,6 +291,12 @@ class Operations:
         return {"events": events, "has_more": has_more}
 
     # -- messages ------------------------------------------------------------------------------
+    async def _publish(self, topic: str, key: str, value: bytes) -> None:
+        try:
+            await asyncio.wait_for(self.bus.publish(topic, key, value), PUBLISH_DEADLINE_S)
+        except TimeoutError:
+            raise Unavailable("the event bus did not acknowledge in time; retry") from None
+
     def admit(self, conn: ClientConnection, op: str, data: Any) -> SendTicket | None:
         """Called by the read loop in frame order: sends take their place in line here."""
         if op in ("message.send", "message.forward"):
@@ -312,7 +322,7 @@ class Operations:
         # Published again on a resend too: if the first attempt died between reserve and
         # publish, this makes it durable before the ok; consumers deduplicate by id.
         try:
-            await self.bus.publish(topics.MESSAGE_SENT, conv.id, encoder.encode(
+            await self._publish(topics.MESSAGE_SENT, conv.id, encoder.encode(
                 MessageSent(conv.app_id, message, reservation.event_seq)))
         except Exception:
             if reservation.created:
@@ -367,7 +377,7 @@ class Operations:
         self.note_message(new.message, event_seq)
         topic = topics.MESSAGE_DELETED if kind == "delete" else topics.MESSAGE_EDITED
         try:
-            await self.bus.publish(topic, conv.id, encoder.encode(MessageChanged(
+            await self._publish(topic, conv.id, encoder.encode(MessageChanged(
                 conv.app_id, conv.id, message_id, kind, conn.user_id, event_seq, at, text,
                 emoji)))
         except Exception:
@@ -406,7 +416,7 @@ class Operations:
         conv = await self.member_conversation(conn, d.conversation_id)
         if d.seq > await self.sequencer.last_seq(conv.id):
             raise BadRequest("data.seq: beyond the conversation's last message")
-        await self.bus.publish(topics.MESSAGE_DELIVERED, conv.id, encoder.encode(
+        await self._publish(topics.MESSAGE_DELIVERED, conv.id, encoder.encode(
             ReceiptSubmitted(conv.app_id, conv.id, conn.user_id,
                              "read" if kind == "read" else "delivered", d.seq,
                              list(conv.members), conn.conn_id)))
