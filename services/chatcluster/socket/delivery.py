@@ -182,6 +182,7 @@ class EventPublisher:
         self.replica_id = replica_id
         self.delivery = delivery
         self.fanout = fanout
+        self._publishing: set[asyncio.Task[None]] = set()
 
     async def publish(self, exclude: ClientConnection | None, app_id: str, event: str,
                       data: Any, recipients: list[str], conversation_id: str | None = None,
@@ -201,8 +202,21 @@ class EventPublisher:
                                   conversation_id=conversation_id, event_seq=event_seq))
 
     async def _send(self, env: Envelope) -> None:
+        """Deliver here now; hand to the other replicas without waiting for it: the fan-out is
+        best effort, so its write need not delay the answer. Tasks start in creation order,
+        so envelopes still leave in publishing order."""
         self.delivery.dispatch(env)
-        try:
-            await self.fanout.publish(env)
-        except Exception:  # best effort by contract: clients recover with conversation.sync
-            log.exception("fan-out publish failed")
+        task = asyncio.get_running_loop().create_task(self.fanout.publish(env))
+        self._publishing.add(task)
+        task.add_done_callback(self._published)
+
+    def _published(self, task: asyncio.Task[None]) -> None:
+        self._publishing.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            # Best effort by contract: clients recover with conversation.sync.
+            log.error("fan-out publish failed", exc_info=task.exception())
+
+    async def flush(self) -> None:
+        """Wait for envelopes still being handed to the fan-out (before shutting down)."""
+        if self._publishing:
+            await asyncio.wait(self._publishing, timeout=5)

@@ -159,6 +159,7 @@ class SocketReplica:
             self.delivery.close(conn, CLOSE_RESTARTING, "replica restarting")
         if self._requests:
             await asyncio.wait(self._requests, timeout=self.settings.drain_timeout)
+        await self.events.flush()
 
     async def _heartbeat_once(self) -> None:
         await self.registry.heartbeat(ReplicaInfo(self.settings.replica_id, self.url,
