@@ -8,6 +8,7 @@ import os
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
 
 from chatcluster.adapters.embedded.bus import SqliteBus
 from chatcluster.adapters.embedded.fanout import SqliteFanout
@@ -97,6 +98,19 @@ def open_registry(state_dir: Path, urls: BackendUrls) -> Registry:
     return RedisRegistry(urls.cache, prefix=urls.key_prefix)
 
 
+def kafka_partitions(url: str) -> int:
+    """``kafka://host:port?partitions=N``: partitions of the topics this cluster creates (8 by
+    default: enough consumers in a group to spread a conversation-keyed load)."""
+    values = parse_qs(urlsplit(url).query).get("partitions", ["8"])
+    try:
+        partitions = int(values[0])
+    except ValueError:
+        partitions = 0
+    if partitions < 1:
+        raise ConfigError(f"--bus {url!r}: partitions must be a positive integer")
+    return partitions
+
+
 def open_backends(state_dir: Path, urls: BackendUrls) -> Backends:
     """Every port, each on the backend its URL names. Clients connect lazily on first use."""
     urls.check()
@@ -115,7 +129,7 @@ def open_backends(state_dir: Path, urls: BackendUrls) -> Backends:
     return Backends(store=open_store(state_dir, urls), sequencer=sequencer,
                     bus=SqliteBus(data) if urls.embedded("bus") else KafkaBus(
                         urls.bus, topic_prefix=urls.topic_prefix,
-                        group_prefix=urls.topic_prefix),
+                        group_prefix=urls.topic_prefix, partitions=kafka_partitions(urls.bus)),
                     fanout=fanout, registry=open_registry(state_dir, urls))
 
 

@@ -68,7 +68,8 @@ def bootstrap_servers(url: str) -> list[str]:
     """``kafka://host:port[,host:port...]`` -> the bootstrap list; ValueError otherwise."""
     if not url.startswith(SCHEME):
         raise ValueError(f"not a Kafka URL (kafka://host:port[,host:port]): {url!r}")
-    hosts = [h.strip() for h in url[len(SCHEME):].split("/", 1)[0].split(",") if h.strip()]
+    netloc = url[len(SCHEME):].split("/", 1)[0].split("?", 1)[0]
+    hosts = [h.strip() for h in netloc.split(",") if h.strip()]
     if not hosts:
         raise ValueError(f"no bootstrap server in {url!r}")
     return hosts
