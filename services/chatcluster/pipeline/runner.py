@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable
 
 from chatcluster.observability import PipelineMetrics
@@ -17,6 +18,8 @@ log = logging.getLogger(__name__)
 BATCH = 500
 POLL_TIMEOUT_S = 0.2
 MAX_BACKOFF_S = 5.0
+# How often the lag gauge is read: cheap on both buses (a COUNT, or cached end offsets).
+LAG_EVERY_S = 0.5
 
 
 class Pipeline:
@@ -44,15 +47,15 @@ class Pipeline:
                        handle: Callable[[list[Record]], Awaitable[None]]) -> None:
         consumer = self.bus.consumer(group, topics)
         backoff = 0.1
-        idle_polls = 0
+        next_lag = 0.0
         try:
             while not stop.is_set():
                 try:
+                    if time.monotonic() >= next_lag:  # a steady reading, busy or idle
+                        next_lag = time.monotonic() + LAG_EVERY_S
+                        self.metrics.lag.labels(group).set(await consumer.lag())
                     records = await consumer.poll(BATCH, POLL_TIMEOUT_S)
                     if not records:
-                        idle_polls += 1
-                        if idle_polls % 25 == 1:
-                            self.metrics.lag.labels(group).set(await consumer.lag())
                         continue
                     await handle(records)
                     await consumer.commit(records)  # only after the write: at-least-once
