@@ -13,9 +13,10 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import websockets
@@ -267,3 +268,51 @@ class Client:
 
 def _contains(data: Any, match: dict[str, Any]) -> bool:
     return all(isinstance(data, dict) and data.get(k) == v for k, v in match.items())
+
+
+T = TypeVar("T")
+
+
+async def wait_for(check: Callable[[], Awaitable[T | None]], timeout: float = 5.0,
+                   interval: float = 0.05, what: str = "condition") -> T:
+    """Poll ``check`` until it returns something truthy; fail after ``timeout``. Tests wait for
+    the contract's deadlines this way, generously; they never time them."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = await check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} not met within {timeout} s")
+        await asyncio.sleep(interval)
+
+
+async def poll(fetch: Callable[[], Awaitable[T]], done: Callable[[T], bool],
+               timeout: float = 2.0) -> T:
+    """Fetch until ``done`` holds or ``timeout`` passes; the last value either way."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = await fetch()
+        if done(value) or time.monotonic() > deadline:
+            return value
+        await asyncio.sleep(0.05)
+
+
+async def group(owner: Client, *members: str, title: str = "g") -> str:
+    """Create a group of ``owner`` and ``members``; its id."""
+    data = await owner.ok("conversation.create",
+                          {"type": "group", "members": list(members), "title": title})
+    return str(data["conversation"]["id"])
+
+
+async def all_history(client: Client, cid: str) -> list[dict[str, Any]]:
+    """Every message of a conversation, oldest first, following has_more."""
+    out: list[dict[str, Any]] = []
+    after = 0
+    while True:
+        page = await client.ok("message.history", {"conversation_id": cid, "after_seq": after,
+                                                   "limit": 100})
+        out += page["messages"]
+        if not page["has_more"]:
+            return out
+        after = out[-1]["seq"]

@@ -27,7 +27,7 @@ import os
 import signal
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -38,7 +38,7 @@ import websockets
 from redis.asyncio import Redis
 
 from chatcluster.socket.operations import PUBLISH_DEADLINE_S
-from tests.chatclient import Client, Cluster, production_env, start_cluster
+from tests.chatclient import Client, Cluster, all_history, production_env, start_cluster, wait_for
 from tests.faults.conftest import Servers, forget_cluster
 
 T = TypeVar("T")
@@ -58,18 +58,6 @@ DRAIN_TIMEOUT_S = 45.0
 
 
 # -- small helpers ---------------------------------------------------------------------------
-async def wait_for(check: Callable[[], Awaitable[T | None]], timeout: float,
-                   interval: float = 0.2, what: str = "condition") -> T:
-    """Poll ``check`` until it returns something truthy; fail after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = await check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} not met within {timeout} s")
-        await asyncio.sleep(interval)
-
 
 def children(pid: int) -> dict[int, str]:
     """pid -> command line of the direct children of ``pid`` (``up``'s processes)."""
@@ -117,10 +105,6 @@ async def pages(client: Client, op: str, data: dict[str, Any], key: str,
             return out
         after = cursor(items[-1])
 
-
-async def all_history(client: Client, cid: str) -> list[dict]:
-    return await pages(client, "message.history", {"conversation_id": cid, "limit": 100},
-                       "messages", "after_seq", lambda m: int(m["seq"]))
 
 
 async def all_sync(client: Client, cid: str) -> list[dict]:

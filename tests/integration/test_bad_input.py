@@ -21,16 +21,11 @@ import pytest
 import websockets
 from websockets.exceptions import InvalidStatus
 
-from tests.chatclient import Client, Cluster
+from tests.chatclient import Client, Cluster, group
 from tests.integration.conftest import Connect
 
 # -- helpers -----------------------------------------------------------------------------------
 
-
-async def group(owner: Client, *members: str, title: str = "g") -> str:
-    data = await owner.ok("conversation.create",
-                          {"type": "group", "members": list(members), "title": title})
-    return str(data["conversation"]["id"])
 
 
 async def snapshot(c: Client, cid: str) -> dict[str, Any]:

@@ -6,11 +6,11 @@ from __future__ import annotations
 import asyncio
 import base64
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any, TypeVar
 
-from tests.chatclient import Client
+from tests.chatclient import Client, poll
 from tests.integration.conftest import Connect
 
 T = TypeVar("T")
@@ -30,16 +30,6 @@ async def direct(caller: Client, other: str) -> dict[str, Any]:
     data = await caller.ok("conversation.create", {"type": "direct", "members": [other]})
     return dict(data["conversation"])
 
-
-async def poll(fetch: Callable[[], Awaitable[T]], done: Callable[[T], bool],
-               timeout: float = 2.0) -> T:
-    """Fetch until ``done`` holds or ``timeout`` passes; the last value either way."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = await fetch()
-        if done(value) or time.monotonic() > deadline:
-            return value
-        await asyncio.sleep(0.05)
 
 
 async def updated_until(client: Client, done: Callable[[dict[str, Any]], bool],

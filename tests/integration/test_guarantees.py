@@ -6,21 +6,8 @@ import asyncio
 import json
 import time
 
-from tests.chatclient import Client
+from tests.chatclient import Client, all_history, group, wait_for
 from tests.integration.conftest import Connect
-from tests.integration.test_messaging import group
-
-
-async def wait_for(check, timeout: float = 5.0, interval: float = 0.05):
-    """Poll ``check`` (async, returns a truthy value when done) until ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = await check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout}s")
-        await asyncio.sleep(interval)
 
 
 async def test_resend_to_the_other_replica_returns_the_same_message_and_no_second_event(
@@ -106,15 +93,7 @@ async def test_events_of_a_conversation_arrive_in_event_seq_order_under_a_concur
 
 
 async def _history_all(client: Client, cid: str, total: int) -> list[dict] | None:
-    out: list[dict] = []
-    after = 0
-    while True:
-        page = await client.ok("message.history", {"conversation_id": cid, "after_seq": after,
-                                                   "limit": 100})
-        out += page["messages"]
-        if not page["has_more"]:
-            break
-        after = out[-1]["seq"]
+    out = await all_history(client, cid)
     return out if len(out) >= total else None
 
 

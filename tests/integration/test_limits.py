@@ -21,17 +21,13 @@ from urllib.parse import urlsplit
 import pytest
 import websockets
 
-from tests.chatclient import Client, Cluster
+from tests.chatclient import Client, Cluster, all_history, group
 from tests.integration.conftest import Connect
 
 KIB = 1024
 MIB = 1024 * KIB
 
 
-async def group(owner: Client, *members: str, title: str = "g") -> str:
-    data = await owner.ok("conversation.create",
-                          {"type": "group", "members": list(members), "title": title})
-    return str(data["conversation"]["id"])
 
 
 async def still_works(c: Client) -> None:
@@ -43,15 +39,7 @@ async def history_when(c: Client, cid: str, done: Any, timeout: float = 3) -> li
     writes: within 1 s)."""
     deadline = time.monotonic() + timeout
     while True:
-        messages: list[Any] = []
-        after = 0
-        while True:
-            page = await c.ok("message.history", {"conversation_id": cid, "after_seq": after,
-                                                  "limit": 100})
-            messages += page["messages"]
-            if not page["has_more"]:
-                break
-            after = page["messages"][-1]["seq"]
+        messages = await all_history(c, cid)
         if done(messages):
             return messages
         assert time.monotonic() < deadline, f"history never settled: {len(messages)} messages"

@@ -16,8 +16,7 @@ from pathlib import Path
 import pytest
 import websockets
 
-from tests.chatclient import Client, Cluster, start_cluster
-from tests.integration.test_guarantees import wait_for
+from tests.chatclient import Client, Cluster, all_history, start_cluster, wait_for
 
 
 def children(pid: int) -> dict[int, str]:
@@ -40,17 +39,6 @@ async def signed_in(cluster: Cluster, user: str, replica: int) -> Client:
     tokens = await cluster.token(user)
     return await Client.connect(cluster.socket_urls[replica], tokens["access_token"], user)
 
-
-async def all_history(client: Client, cid: str) -> list[dict]:
-    out: list[dict] = []
-    after = 0
-    while True:
-        page = await client.ok("message.history", {"conversation_id": cid, "after_seq": after,
-                                                   "limit": 100})
-        out += page["messages"]
-        if not page["has_more"]:
-            return out
-        after = out[-1]["seq"]
 
 
 async def test_acknowledged_messages_survive_kill_9_of_the_whole_cluster(tmp_path: Path) -> None:

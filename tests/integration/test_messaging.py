@@ -2,14 +2,8 @@
 
 from __future__ import annotations
 
-from tests.chatclient import Client
+from tests.chatclient import group
 from tests.integration.conftest import Connect
-
-
-async def group(owner: Client, *members: str, title: str = "g") -> str:
-    data = await owner.ok("conversation.create",
-                          {"type": "group", "members": list(members), "title": title})
-    return str(data["conversation"]["id"])
 
 
 async def test_send_reaches_every_member_on_both_replicas_but_not_the_sending_connection(

@@ -8,7 +8,7 @@ import time
 from datetime import datetime
 from typing import Any
 
-from tests.chatclient import Client
+from tests.chatclient import group
 from tests.integration.conftest import Connect
 
 TYPING_TIMEOUT_S = 6.0  # the contract: typing false when 6 s pass without a new typing.start
@@ -17,11 +17,6 @@ TYPING_TIMEOUT_S = 6.0  # the contract: typing false when 6 s pass without a new
 PRESENCE_WAIT_S = 12.0
 PRESENCE_MIN_INTERVAL_S = 5.0
 
-
-async def group(owner: Client, *members: str, title: str = "g") -> str:
-    data = await owner.ok("conversation.create",
-                          {"type": "group", "members": list(members), "title": title})
-    return str(data["conversation"]["id"])
 
 
 def assert_timestamp(value: Any) -> None:

@@ -3,25 +3,18 @@ and ``ping`` (PROTOCOL.md §2)."""
 
 from __future__ import annotations
 
-import asyncio
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import pytest
 
-from tests.chatclient import Client, Cluster
+from tests.chatclient import Client, Cluster, group, poll
 from tests.integration.conftest import Connect
 
 T = TypeVar("T")
 
-
-async def group(owner: Client, *members: str, title: str = "g") -> str:
-    data = await owner.ok("conversation.create",
-                          {"type": "group", "members": list(members), "title": title})
-    return str(data["conversation"]["id"])
 
 
 async def send(client: Client, cid: str, text: str) -> dict[str, Any]:
@@ -29,16 +22,6 @@ async def send(client: Client, cid: str, text: str) -> dict[str, Any]:
                                             "text": text})
     return dict(data["message"])
 
-
-async def poll(fetch: Callable[[], Awaitable[T]], done: Callable[[T], bool],
-               timeout: float = 2.0) -> T:
-    """Fetch until ``done`` holds or ``timeout`` passes; the last value either way."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = await fetch()
-        if done(value) or time.monotonic() > deadline:
-            return value
-        await asyncio.sleep(0.05)
 
 
 async def get(client: Client, cid: str) -> dict[str, Any]:
