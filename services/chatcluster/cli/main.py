@@ -66,6 +66,9 @@ def parser() -> argparse.ArgumentParser:
                       help="frames a connection may send at once (default: 200)")
     sock.add_argument("--max-in-flight", type=int, default=50,
                       help="requests a connection may keep unanswered (default: 50)")
+    sock.add_argument("--max-replica-in-flight", type=int, default=2000,
+                      help="requests this replica serves at once before it answers "
+                           "rate_limited to shed load (default: 2000)")
 
     consumers = sub.add_parser("consumers", help="run the event pipeline's consumers",
                                description="Persist messages and conversations; turn receipts "
@@ -102,7 +105,8 @@ def _dispatch(args: argparse.Namespace) -> int:
 
         settings = SocketSettings(replica_id=args.replica_id, host=args.host, port=args.port,
                                   public_url=args.public_url, frame_rate=args.frame_rate,
-                                  frame_burst=args.frame_burst, max_in_flight=args.max_in_flight)
+                                  frame_burst=args.frame_burst, max_in_flight=args.max_in_flight,
+                                  max_replica_in_flight=args.max_replica_in_flight)
         asyncio.run(services.run_socket(state_dir, urls, settings, args.log_level,
                                         args.url_file))
     elif args.command == "consumers":

@@ -85,6 +85,10 @@ class SocketSettings(msgspec.Struct, kw_only=True):
     frame_burst: int = 200
     frame_rate: float = 200.0
     max_in_flight: int = 50
+    # Requests being served by this replica at once, all connections together. Past this the
+    # replica sheds load with rate_limited instead of queueing: at saturation (about 2,000
+    # msgs/s on one core) a few hundred are in flight, so this only bites under overload.
+    max_replica_in_flight: int = 2000
     max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES
     max_queued_bytes: int = DEFAULT_MAX_QUEUED_BYTES
     # 20 s pings: well inside the 60 s after which home routers and load balancers drop idle TCP.
@@ -294,6 +298,10 @@ class SocketReplica:
             self._reply_error(conn, request.id, RateLimited(
                 f"more than {self.settings.max_in_flight} requests unanswered",
                 retry_after_ms=50))
+            return
+        if len(self._requests) >= self.settings.max_replica_in_flight:
+            self._reply_error(conn, request.id, RateLimited(
+                "this replica is overloaded; retry, or use another URL", retry_after_ms=200))
             return
         conn.in_flight += 1
         ticket = self.ops.admit(conn, request.op, request.data)

@@ -31,7 +31,7 @@ CREATE TABLE IF NOT EXISTS offsets (
 
 # Poll quickly while records flow, slowly when idle: the pipeline's lag bounds read-your-writes.
 BUSY_POLL_S = 0.001
-IDLE_POLL_S = 0.005
+IDLE_POLL_S = 0.010
 # Records every group has committed are deleted this often; the log stays small.
 PRUNE_EVERY_S = 30.0
 
