@@ -45,7 +45,7 @@ RECENT_MESSAGES = 10_000
 # A change not durable by then is answered "unavailable" (its number announced as skipped):
 # the bound on how long another replica may have to hold later events for it (delivery.HOLD_S).
 PUBLISH_DEADLINE_S = 4.0
-# A store read for a membership refresh that takes longer falls back to the cached copy.
+# A membership refresh that takes longer falls back to the (expired) cached copy, if any.
 STORE_READ_DEADLINE_S = 1.0
 # The SendTicket of the request being served (set by the server around each send's task).
 CURRENT_TICKET: ContextVar[SendTicket | None] = ContextVar("send_ticket", default=None)
@@ -97,16 +97,17 @@ class Operations:
         hit = self._conversations.get(conversation_id)
         if hit is not None and not fresh and hit[0] > time.monotonic():
             return hit[1]
-        try:
-            state = await asyncio.wait_for(self.store.get_conversation(conversation_id),
-                                           STORE_READ_DEADLINE_S)
-        except (TimeoutError, Unavailable):
-            if hit is None or fresh:
-                raise Unavailable("the store did not answer in time; retry") from None
-            # Membership only changes through the store, so while it is down the copy we
-            # hold is still right: sends keep flowing through an outage (the send path
-            # itself needs only the Sequencer and the Bus).
-            return hit[1]
+        if hit is None or fresh:
+            state = await self.store.get_conversation(conversation_id)
+        else:
+            try:
+                state = await asyncio.wait_for(self.store.get_conversation(conversation_id),
+                                               STORE_READ_DEADLINE_S)
+            except (TimeoutError, Unavailable):
+                # Membership only changes through the store, so while it is down the copy we
+                # hold is still right: sends keep flowing through an outage (the send path
+                # itself needs only the Sequencer and the Bus).
+                return hit[1]
         if state is not None:
             self.remember(state)
         return state
