@@ -20,7 +20,12 @@ from typing import Any, TypeVar
 
 import httpx
 import websockets
+from aiokafka.admin import AIOKafkaAdminClient
+from pymongo import AsyncMongoClient
+from redis.asyncio import Redis
 from websockets.asyncio.client import ClientConnection
+
+from chatcluster.adapters.kafka.bus import bootstrap_servers
 
 
 @dataclass
@@ -316,3 +321,35 @@ async def all_history(client: Client, cid: str) -> list[dict[str, Any]]:
         if not page["has_more"]:
             return out
         after = out[-1]["seq"]
+
+
+async def forget_cluster(env: dict[str, str]) -> None:
+    """Delete what one stopped test cluster left on the shared servers (best effort): its
+    Kafka topics (``<namespace>.*``; each cluster makes 5 x 8 partitions, which slow every
+    broker restart), its MongoDB database and its Redis keys (``chat:<namespace>:*``)."""
+    namespace = env["CHAT_NAMESPACE"]
+    with contextlib.suppress(Exception):
+        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers(env["CHAT_BUS_URL"]),
+                                    request_timeout_ms=10_000)
+        try:
+            await admin.start()
+            mine = [t for t in await admin.list_topics() if t.startswith(f"{namespace}.")]
+            if mine:
+                await admin.delete_topics(mine)
+        finally:
+            await admin.close()
+    with contextlib.suppress(Exception):
+        mongo: AsyncMongoClient[dict[str, object]] = AsyncMongoClient(
+            env["CHAT_STORE_URL"], serverSelectionTimeoutMS=5000)
+        try:
+            await mongo.drop_database(mongo.get_default_database().name)
+        finally:
+            await mongo.close()
+    with contextlib.suppress(Exception):
+        redis = Redis.from_url(env["CHAT_CACHE_URL"])
+        try:
+            keys = [k async for k in redis.scan_iter(match=f"chat:{namespace}:*", count=1000)]
+            for i in range(0, len(keys), 1000):
+                await redis.delete(*keys[i:i + 1000])
+        finally:
+            await redis.aclose()

@@ -38,8 +38,16 @@ import websockets
 from redis.asyncio import Redis
 
 from chatcluster.socket.operations import PUBLISH_DEADLINE_S
-from tests.chatclient import Client, Cluster, all_history, production_env, start_cluster, wait_for
-from tests.faults.conftest import Servers, forget_cluster
+from tests.chatclient import (
+    Client,
+    Cluster,
+    all_history,
+    forget_cluster,
+    production_env,
+    start_cluster,
+    wait_for,
+)
+from tests.faults.conftest import Servers
 
 T = TypeVar("T")
 

@@ -3,6 +3,7 @@ consumers, as separate processes) shared by the session, and a factory of signed
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import os
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
@@ -15,6 +16,7 @@ from tests.chatclient import (
     Client,
     Cluster,
     embedded_env,
+    forget_cluster,
     have_real_servers,
     production_env,
     start_cluster,
@@ -39,6 +41,8 @@ def cluster(request: pytest.FixtureRequest,
     running = start_cluster(tmp_path_factory.mktemp(request.param) / "state", env=env)
     yield running
     running.stop()
+    if request.param == "production":  # its topics, database and keys on the shared servers
+        asyncio.run(forget_cluster(env))
 
 
 def unique(name: str) -> str:
