@@ -40,6 +40,7 @@ class Cluster:
     state_dir: Path
     process: subprocess.Popen[bytes]
     log_path: Path
+    env: dict[str, str] = field(default_factory=dict)  # what start_cluster overrode
 
     async def token(self, user: str, *, app_id: str | None = None,
                     app_secret: str | None = None, display_name: str | None = None
@@ -137,7 +138,8 @@ def start_cluster(state_dir: Path, *extra: str, timeout: float = 90,
     ready = json.loads(line)
     assert ready["event"] == "ready"
     return Cluster(ready["gateway_url"], ready["socket_urls"], ready["app_id"],
-                   ready["app_secret"], ready["admin_token"], state_dir, proc, log_path)
+                   ready["app_secret"], ready["admin_token"], state_dir, proc, log_path,
+                   env or embedded_env())
 
 
 class RequestFailed(AssertionError):

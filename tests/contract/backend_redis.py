@@ -18,6 +18,7 @@ from pymongo.uri_parser import parse_uri
 from redis import Redis
 
 from chatcluster.adapters.redis.fanout import RedisFanout
+from chatcluster.adapters.redis.membership import RedisMembershipCache
 from chatcluster.adapters.redis.registry import RedisRegistry
 from chatcluster.adapters.redis.sequencer import RedisSequencer
 
@@ -78,6 +79,7 @@ def _sequencer_available() -> bool:
 PORTS = {
     "fanout": lambda ns: RedisFanout(redis_url(), prefix(ns)),
     "registry": lambda ns: RedisRegistry(redis_url(), prefix(ns)),
+    "membership": lambda ns: RedisMembershipCache(redis_url(), prefix(ns), ttl_s=1.0),
     **({"sequencer": open_sequencer} if _sequencer_available() else {}),
 }
 

@@ -59,7 +59,8 @@ async def run_socket(state_dir: Path, urls: BackendUrls, settings: SocketSetting
     backends = open_backends(state_dir, urls)
     replica = SocketReplica(settings, store=backends.store, sequencer=backends.sequencer,
                             bus=backends.bus, fanout=backends.fanout,
-                            registry=backends.registry, tokens=token_issuer(creds))
+                            registry=backends.registry, tokens=token_issuer(creds),
+                            membership=backends.membership)
     stop = stop_event()
     runner = asyncio.create_task(replica.run(stop))
     try:

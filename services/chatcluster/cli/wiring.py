@@ -18,12 +18,14 @@ from chatcluster.adapters.embedded.store import SqliteStore
 from chatcluster.adapters.kafka.bus import KafkaBus
 from chatcluster.adapters.mongodb.store import MongoStore
 from chatcluster.adapters.redis.fanout import RedisFanout
+from chatcluster.adapters.redis.membership import RedisMembershipCache
 from chatcluster.adapters.redis.registry import RedisRegistry
 from chatcluster.adapters.redis.sequencer import RedisSequencer
 from chatcluster.auth.tokens import ACCESS_TTL_S, REFRESH_TTL_S, TokenIssuer, new_secret
 from chatcluster.domain.ids import new_id
 from chatcluster.ports.bus import Bus
 from chatcluster.ports.fanout import Fanout
+from chatcluster.ports.membership import MembershipCache
 from chatcluster.ports.registry import Registry
 from chatcluster.ports.sequencer import Sequencer
 from chatcluster.ports.store import Store
@@ -82,10 +84,14 @@ class Backends:
     bus: Bus
     fanout: Fanout
     registry: Registry
+    # Shared membership tier (Redis); embedded: none, the store is a local file already.
+    membership: MembershipCache | None = None
 
     async def close(self) -> None:
         for part in (self.fanout, self.bus, self.sequencer, self.registry, self.store):
             await part.close()
+        if self.membership is not None:
+            await self.membership.close()
 
 
 def open_store(state_dir: Path, urls: BackendUrls) -> Store:
@@ -130,7 +136,9 @@ def open_backends(state_dir: Path, urls: BackendUrls) -> Backends:
                     bus=SqliteBus(data) if urls.embedded("bus") else KafkaBus(
                         urls.bus, topic_prefix=urls.topic_prefix,
                         group_prefix=urls.topic_prefix, partitions=kafka_partitions(urls.bus)),
-                    fanout=fanout, registry=open_registry(state_dir, urls))
+                    fanout=fanout, registry=open_registry(state_dir, urls),
+                    membership=None if urls.embedded("cache") else RedisMembershipCache(
+                        urls.cache, prefix=urls.key_prefix))
 
 
 @dataclass

@@ -8,6 +8,7 @@ then fan the event out and answer. Nothing is fanned out or answered ok before i
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
@@ -29,6 +30,7 @@ from chatcluster.ports.events import (
     ReceiptSubmitted,
     encoder,
 )
+from chatcluster.ports.membership import MembershipCache
 from chatcluster.ports.sequencer import Sequencer
 from chatcluster.ports.store import ConversationExtras, Store
 from chatcluster.protocol import ops
@@ -37,8 +39,11 @@ from chatcluster.socket.connection import ClientConnection, SendTicket
 from chatcluster.socket.delivery import EventPublisher
 from chatcluster.socket.presence import Presence
 
+log = logging.getLogger(__name__)
+
 # Membership is cached for fan-out and authorization; every conversation.updated envelope
-# refreshes it on every replica, and this bound covers an envelope that was lost.
+# refreshes it on every replica, and this bound covers an envelope that was lost. Behind this
+# per-replica copy sits the shared MembershipCache (Redis), then the Store.
 CONVERSATION_CACHE_TTL_S = 5.0
 CAS_ATTEMPTS = 8
 RECENT_MESSAGES = 10_000
@@ -55,8 +60,10 @@ READ_MARKS_MAX_MEMBERS = 100
 
 class Operations:
     def __init__(self, *, store: Store, sequencer: Sequencer, bus: Bus,
-                 events: EventPublisher, presence: Presence) -> None:
+                 events: EventPublisher, presence: Presence,
+                 membership: MembershipCache | None = None) -> None:
         self.store = store
+        self.membership = membership
         self.sequencer = sequencer
         self.bus = bus
         self.events = events
@@ -94,9 +101,16 @@ class Operations:
     # -- shared steps --------------------------------------------------------------------------
     async def conversation(self, conversation_id: str, *, fresh: bool = False
                            ) -> ConversationState | None:
+        """Membership: this replica's copy, else the shared cache, else the Store
+        (``fresh``: the Store, always)."""
         hit = self._conversations.get(conversation_id)
         if hit is not None and not fresh and hit[0] > time.monotonic():
             return hit[1]
+        if not fresh:
+            shared = await self._shared_get(conversation_id)
+            if shared is not None and (hit is None or shared.version >= hit[1].version):
+                self.remember(shared)
+                return shared
         if hit is None or fresh:
             state = await self.store.get_conversation(conversation_id)
         else:
@@ -110,7 +124,37 @@ class Operations:
                 return hit[1]
         if state is not None:
             self.remember(state)
+            await self._shared_put(state)
         return state
+
+    async def _shared_get(self, conversation_id: str) -> ConversationState | None:
+        if self.membership is None:
+            return None
+        try:
+            return await asyncio.wait_for(self.membership.get(conversation_id),
+                                          STORE_READ_DEADLINE_S)
+        except Exception as exc:  # a cache that fails is a miss: the Store answers
+            log.warning("membership cache read failed", extra={"fields": {"error": repr(exc)}})
+            return None
+
+    async def _shared_put(self, state: ConversationState) -> None:
+        if self.membership is None:
+            return
+        try:
+            await asyncio.wait_for(self.membership.put(state), STORE_READ_DEADLINE_S)
+        except Exception as exc:
+            log.warning("membership cache write failed", extra={"fields": {"error": repr(exc)}})
+
+    async def _shared_forget(self, conversation_id: str) -> None:
+        """Before saving a new version: if the put after the save never happens, readers
+        miss (and read the Store) instead of reading the old version."""
+        if self.membership is None:
+            return
+        try:
+            await asyncio.wait_for(self.membership.forget(conversation_id),
+                                   STORE_READ_DEADLINE_S)
+        except Exception as exc:
+            raise Unavailable("membership cache unavailable; retry") from exc
 
     def remember(self, state: ConversationState) -> None:
         """Cache a conversation state unless a newer one is cached (every replica calls this
@@ -179,6 +223,7 @@ class Operations:
         state = await self.store.create_conversation(
             msgspec.structs.replace(probe, version=event_seq))
         self.remember(state)
+        await self._shared_put(state)
         if state.id == conversation_id:  # a new one, not the existing direct conversation
             await self.conversation_changed(conn, state, state.members)
         (view,) = await self.views([state], conn.user_id)
@@ -211,6 +256,7 @@ class Operations:
             event_seq = await self.sequencer.next_event_seq(conversation_id)
             new = change(state, event_seq)
             try:
+                await self._shared_forget(conversation_id)
                 await self.store.save_conversation(new, expected_version=state.version)
             except VersionConflict:
                 # Another replica changed it first: decide again on its state.
@@ -220,6 +266,7 @@ class Operations:
                 await self.events.skip(state.app_id, conversation_id, event_seq)
                 raise
             self.remember(new)
+            await self._shared_put(new)
             await self.conversation_changed(conn, new, list(dict.fromkeys(
                 [*state.members, *new.members])))
             return new

@@ -33,6 +33,7 @@ from chatcluster.domain.model import Message
 from chatcluster.observability import SocketMetrics
 from chatcluster.ports.bus import Bus
 from chatcluster.ports.fanout import Fanout
+from chatcluster.ports.membership import MembershipCache
 from chatcluster.ports.registry import Registry, ReplicaInfo
 from chatcluster.ports.sequencer import Sequencer
 from chatcluster.ports.store import Store
@@ -99,7 +100,8 @@ class SocketSettings(msgspec.Struct, kw_only=True):
 
 class SocketReplica:
     def __init__(self, settings: SocketSettings, *, store: Store, sequencer: Sequencer,
-                 bus: Bus, fanout: Fanout, registry: Registry, tokens: TokenIssuer) -> None:
+                 bus: Bus, fanout: Fanout, registry: Registry, tokens: TokenIssuer,
+                 membership: MembershipCache | None = None) -> None:
         self.settings = settings
         self.store = store
         self.fanout = fanout
@@ -110,7 +112,7 @@ class SocketReplica:
         self.events = EventPublisher(settings.replica_id, self.delivery, fanout)
         self.presence = Presence(settings.replica_id, store, registry, self.events)
         self.ops = Operations(store=store, sequencer=sequencer, bus=bus, events=self.events,
-                              presence=self.presence)
+                              presence=self.presence, membership=membership)
         self.url = settings.public_url or ""
         self.draining = False
         self.ready = asyncio.Event()
