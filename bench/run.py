@@ -31,7 +31,6 @@ import hashlib
 import json
 import os
 import platform
-import queue
 import resource
 import shutil
 import signal
@@ -43,6 +42,21 @@ import threading
 import time
 from pathlib import Path
 from typing import Any
+
+from procs import (
+    Server,
+    cpu_busy_pct,
+    cpu_times,
+    descendants,
+    fd_count,
+    listening_ports,
+    loopback,
+    proc_cmd,
+    proc_rss_kib,
+    proc_stat,
+    read_proc,
+    url_port,
+)
 
 BENCH_DIR = Path(__file__).resolve().parent
 REPO_DIR = BENCH_DIR.parent
@@ -82,193 +96,8 @@ def pinned(core: int | None, argv: list[str]) -> list[str]:
     return argv
 
 
-class Server:
-    """A server started in its own process group, printing a JSON ready line."""
-
-    def __init__(self, name: str, argv: list[str], log_path: Path, env: dict | None = None):
-        self.name = name
-        self.argv = argv
-        self.log_path = log_path
-        self.log_file = open(log_path, "wb")  # noqa: SIM115
-        log(f"starting {name}: {' '.join(argv)}")
-        self.proc = subprocess.Popen(
-            argv,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=self.log_file,
-            start_new_session=True,
-            env=env,
-        )
-        self.lines: queue.Queue[str | None] = queue.Queue()
-        threading.Thread(target=self._pump, daemon=True).start()
-
-    def _pump(self) -> None:
-        assert self.proc.stdout is not None
-        for raw in self.proc.stdout:
-            self.lines.put(raw.decode(errors="replace"))
-        self.lines.put(None)
-
-    def wait_ready(self, timeout: float) -> dict:
-        deadline = time.monotonic() + timeout
-        while True:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise RuntimeError(f"{self.name}: no ready line within {timeout:.0f}s")
-            try:
-                line = self.lines.get(timeout=min(left, 1.0))
-            except queue.Empty:
-                continue
-            if line is None:
-                raise RuntimeError(
-                    f"{self.name} exited (code {self.proc.wait()}) before it was ready; "
-                    f"log tail:\n{self.log_tail()}"
-                )
-            with contextlib.suppress(ValueError):
-                obj = json.loads(line)
-                if isinstance(obj, dict) and obj.get("event") == "ready":
-                    return obj
-
-    def alive(self) -> bool:
-        return self.proc.poll() is None
-
-    def log_tail(self, n: int = 30) -> str:
-        with contextlib.suppress(OSError):
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n:])
-        return ""
-
-    def stop(self, timeout: float = 30) -> None:
-        if self.proc.poll() is None:
-            log(f"stopping {self.name} (SIGTERM to process group {self.proc.pid})")
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                log(f"{self.name} did not stop in {timeout:.0f}s: SIGKILL")
-        # whatever is left of the group (children of up, if any survive)
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            self.proc.wait(5)
-        self.log_file.close()
-
-
 # --------------------------------------------------------------------------
 # /proc
-
-
-def _read(path: str) -> str | None:
-    try:
-        with open(path, "rb") as f:
-            return f.read().decode(errors="replace")
-    except OSError:
-        return None
-
-
-def proc_stat(pid: int) -> tuple[int, int] | None:
-    """(ppid, utime+stime ticks)"""
-    s = _read(f"/proc/{pid}/stat")
-    if not s:
-        return None
-    rest = s[s.rindex(")") + 2 :].split()
-    return int(rest[1]), int(rest[11]) + int(rest[12])
-
-
-def proc_rss_kib(pid: int) -> int | None:
-    s = _read(f"/proc/{pid}/status")
-    if not s:
-        return None
-    for line in s.splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    return None
-
-
-def proc_cmd(pid: int) -> str:
-    s = _read(f"/proc/{pid}/cmdline") or ""
-    return " ".join(s.split("\0")).strip()
-
-
-def descendants(root: int) -> list[int]:
-    """root and every process below it."""
-    children: dict[int, list[int]] = {}
-    for d in os.listdir("/proc"):
-        if d.isdigit():
-            st = proc_stat(int(d))
-            if st:
-                children.setdefault(st[0], []).append(int(d))
-    out, todo = [], [root]
-    while todo:
-        p = todo.pop()
-        out.append(p)
-        todo.extend(children.get(p, []))
-    return out
-
-
-def listening_ports(pids: list[int]) -> dict[int, list[int]]:
-    """pid -> TCP ports it listens on."""
-    inode_port: dict[str, int] = {}
-    for f in ("/proc/net/tcp", "/proc/net/tcp6"):
-        for line in (_read(f) or "").splitlines()[1:]:
-            parts = line.split()
-            if len(parts) > 9 and parts[3] == "0A":  # LISTEN
-                inode_port[parts[9]] = int(parts[1].rsplit(":", 1)[1], 16)
-    out: dict[int, list[int]] = {}
-    for pid in pids:
-        with contextlib.suppress(OSError):
-            for fd in os.listdir(f"/proc/{pid}/fd"):
-                with contextlib.suppress(OSError):
-                    link = os.readlink(f"/proc/{pid}/fd/{fd}")
-                    if link.startswith("socket:["):
-                        port = inode_port.get(link[8:-1])
-                        if port is not None:
-                            out.setdefault(pid, []).append(port)
-    return out
-
-
-def cpu_times() -> dict[str, tuple[int, int, int, int]]:
-    """Per core (and "all"): (busy, iowait, total, irq+softirq) jiffies from /proc/stat."""
-    out = {}
-    for line in (_read("/proc/stat") or "").splitlines():
-        if not line.startswith("cpu"):
-            break
-        f = line.split()
-        v = [int(x) for x in f[1:9]]  # user nice system idle iowait irq softirq steal
-        busy = v[0] + v[1] + v[2] + v[5] + v[6] + v[7]
-        name = "all" if f[0] == "cpu" else f[0][3:]
-        out[name] = (busy, v[4], busy + v[3] + v[4], v[5] + v[6])
-    return out
-
-
-def cpu_busy_pct(a: dict, b: dict) -> dict[str, dict[str, float]]:
-    """busy% and iowait% per core between two cpu_times() readings."""
-    out = {}
-    for k in b:
-        if k in a:
-            dt = b[k][2] - a[k][2]
-            if dt > 0:
-                out[k] = {
-                    "busy_pct": round(100.0 * (b[k][0] - a[k][0]) / dt, 1),
-                    "iowait_pct": round(100.0 * (b[k][1] - a[k][1]) / dt, 1),
-                    "irq_pct": round(100.0 * (b[k][3] - a[k][3]) / dt, 1),  # part of busy
-                }
-    return out
-
-
-def fd_count(pid: int) -> int | None:
-    try:
-        return len(os.listdir(f"/proc/{pid}/fd"))
-    except OSError:
-        return None
-
-
-def url_port(url: str) -> int | None:
-    from urllib.parse import urlsplit
-
-    try:
-        return urlsplit(url).port
-    except ValueError:
-        return None
 
 
 class Sampler:
@@ -305,7 +134,7 @@ class Sampler:
                 continue
             if pid not in self.cmds:
                 self.cmds[pid] = proc_cmd(pid)
-            self.samples.setdefault(pid, []).append((t, st[1], rss))
+            self.samples.setdefault(pid, []).append((t, st[2], rss))
 
     def summary(self, window: tuple[float, float] | None = None) -> dict[str, Any]:
         """CPU% and RSS per process over the whole run, and CPU% over `window`
@@ -681,14 +510,14 @@ def idle_run(t: Target, exe: Path, args: argparse.Namespace) -> dict:
 def start_ours(args: argparse.Namespace, state_dir: Path, logs: Path) -> Target:
     cmd = args.chatcluster
     argv = pinned(args.server_core, [*cmd, "up", "--json", "--state-dir", str(state_dir)])
-    srv = Server("chatcluster", argv, logs / "chatcluster-up.log")
+    srv = Server("chatcluster", argv, logs / "chatcluster-up.log", log=log)
     try:
         ready = srv.wait_ready(args.startup_timeout)
     except Exception:
         srv.stop()
         raise
     for u in [ready.get("gateway_url", ""), *ready.get("socket_urls", [])]:
-        if not _loopback(u):
+        if not loopback(u):
             srv.stop()
             raise RuntimeError(f"refusing to benchmark a non-loopback URL: {u}")
     env = dict(os.environ, LOADGEN_APP_SECRET=str(ready["app_secret"]))
@@ -708,7 +537,7 @@ def start_baseline(args: argparse.Namespace, logs: Path, max_seconds: float) -> 
             f"--max-seconds={max_seconds:.0f}",
         ],
     )
-    srv = Server("baseline relay", argv, logs / "baseline-relay.log")
+    srv = Server("baseline relay", argv, logs / "baseline-relay.log", log=log)
     try:
         ready = srv.wait_ready(60)
     except Exception:
@@ -716,13 +545,6 @@ def start_baseline(args: argparse.Namespace, logs: Path, max_seconds: float) -> 
         raise
     lg = ["-target=relay", "-socket-urls=" + ",".join(ready["socket_urls"])]
     return Target("baseline", srv, ready, lg, dict(os.environ))
-
-
-def _loopback(url: str) -> bool:
-    from urllib.parse import urlsplit
-
-    host = urlsplit(url).hostname or ""
-    return host == "localhost" or host.startswith("127.") or host == "::1"
 
 
 # --------------------------------------------------------------------------
@@ -740,12 +562,12 @@ def machine_info(args: argparse.Namespace, exe: Path) -> dict:
         "server_core": args.server_core,
         "generator_core": args.gen_core,
     }
-    cpuinfo = _read("/proc/cpuinfo") or ""
+    cpuinfo = read_proc("/proc/cpuinfo") or ""
     for line in cpuinfo.splitlines():
         if line.startswith("model name"):
             info["cpu_model"] = line.split(":", 1)[1].strip()
             break
-    mem = _read("/proc/meminfo") or ""
+    mem = read_proc("/proc/meminfo") or ""
     for line in mem.splitlines():
         if line.startswith("MemTotal:"):
             info["mem_total_gib"] = round(int(line.split()[1]) / 1024 / 1024, 1)

@@ -295,7 +295,7 @@ async def wait_for(check: Callable[[], Awaitable[T | None]], timeout: float = 5.
 
 
 async def poll(fetch: Callable[[], Awaitable[T]], done: Callable[[T], bool],
-               timeout: float = 2.0) -> T:
+               timeout: float = 10.0) -> T:
     """Fetch until ``done`` holds or ``timeout`` passes; the last value either way."""
     deadline = time.monotonic() + timeout
     while True:
