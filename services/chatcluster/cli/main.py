@@ -74,6 +74,31 @@ def parser() -> argparse.ArgumentParser:
                                description="Persist messages and conversations; turn receipts "
                                            "into read marks and receipt events.")
     _service_flags(consumers)
+
+    op = sub.add_parser("operator", help="run the Kubernetes operator (ChatCluster resources)",
+                        description="Reconcile ChatCluster resources against the current "
+                                    "KUBECONFIG (or the pod's service account); see "
+                                    "docs/operator.md.")
+    scope = op.add_mutually_exclusive_group()
+    scope.add_argument("--namespace", "-n", action="append", default=[], metavar="NS",
+                       help="watch only this namespace (repeatable)")
+    scope.add_argument("--all-namespaces", "-A", action="store_true",
+                       help="watch every namespace (the default)")
+    op.add_argument("--liveness", type=int, default=None, metavar="PORT",
+                    help="serve GET /healthz on this port")
+    op.add_argument("--identity", default=None,
+                    help="this instance's name in the leader Lease (default: HOST-PID)")
+    op.add_argument("--lease-name", default="chatcluster-operator",
+                    help="name of the coordination.k8s.io Lease that elects the one acting "
+                         "instance (default: chatcluster-operator)")
+    op.add_argument("--lease-namespace", default=None,
+                    help="namespace of that Lease (default: $POD_NAMESPACE, else the "
+                         "kubeconfig's namespace)")
+    op.add_argument("--workers", type=int, default=8,
+                    help="ChatClusters reconciled at once (default: 8)")
+    op.add_argument("--resync", type=float, default=60.0, metavar="SECONDS",
+                    help="reconcile every ChatCluster at least this often (default: 60)")
+    op.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     return root
 
 
@@ -93,6 +118,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         from chatcluster.cli import up
 
         return up.run(args)
+    if args.command == "operator":
+        return _operator(args)
     from chatcluster.cli import services
 
     urls = BackendUrls.resolve(args.store, args.bus, args.cache)
@@ -113,3 +140,18 @@ def _dispatch(args: argparse.Namespace) -> int:
         asyncio.run(services.run_consumers(state_dir, urls, args.host, args.port, args.url_file,
                                            args.log_level))
     return 0
+
+
+def _operator(args: argparse.Namespace) -> int:
+    try:
+        from chatcluster_operator.runner import OperatorOptions
+        from chatcluster_operator.runner import main as run_operator
+    except ImportError as exc:  # pragma: no cover - a broken install
+        raise ConfigError(f"the operator is not installed ({exc})") from exc
+    opts = OperatorOptions(namespaces=args.namespace, liveness_port=args.liveness,
+                           lease_name=args.lease_name, lease_namespace=args.lease_namespace,
+                           workers=args.workers, resync_s=args.resync,
+                           log_level=args.log_level)
+    if args.identity:
+        opts.identity = args.identity
+    return run_operator(opts)
