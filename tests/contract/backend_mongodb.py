@@ -15,7 +15,11 @@ from typing import Any
 from pymongo import MongoClient
 from pymongo.errors import PyMongoError
 
+from chatcluster.adapters.mongodb.admin import MongoAdminStore
+from chatcluster.adapters.mongodb.moderation import MongoModerationStore
 from chatcluster.adapters.mongodb.store import MongoStore
+from chatcluster.adapters.mongodb.usage import MongoUsageStore
+from chatcluster.adapters.mongodb.webhooks import MongoWebhookStore
 
 PREFIX = "chat_test_"
 _created: set[str] = set()
@@ -46,7 +50,32 @@ def _drop_created() -> None:
 
 atexit.register(_drop_created)
 
-PORTS = {"store": open_store}
+def open_webhooks(namespace: str) -> MongoWebhookStore:
+    name = database_name(namespace)
+    _created.add(name)
+    return MongoWebhookStore(url(), database=name)
+
+
+def open_usage(namespace: str) -> MongoUsageStore:
+    name = database_name(namespace)
+    _created.add(name)
+    return MongoUsageStore(url(), database=name)
+
+
+def open_admin(namespace: str) -> MongoAdminStore:
+    name = database_name(namespace)
+    _created.add(name)
+    return MongoAdminStore(url(), database=name)
+
+
+def open_moderation(namespace: str) -> MongoModerationStore:
+    name = database_name(namespace)
+    _created.add(name)
+    return MongoModerationStore(url(), database=name)
+
+
+PORTS = {"admin": open_admin, "moderation": open_moderation, "store": open_store,
+         "webhooks": open_webhooks, "usage": open_usage}
 
 
 def available() -> bool:

@@ -19,6 +19,7 @@ from redis import Redis
 
 from chatcluster.adapters.redis.fanout import RedisFanout
 from chatcluster.adapters.redis.membership import RedisMembershipCache
+from chatcluster.adapters.redis.ratelimit import RedisRateLimiter
 from chatcluster.adapters.redis.registry import RedisRegistry
 from chatcluster.adapters.redis.sequencer import RedisSequencer
 
@@ -80,6 +81,7 @@ PORTS = {
     "fanout": lambda ns: RedisFanout(redis_url(), prefix(ns)),
     "registry": lambda ns: RedisRegistry(redis_url(), prefix(ns)),
     "membership": lambda ns: RedisMembershipCache(redis_url(), prefix(ns), ttl_s=1.0),
+    "ratelimit": lambda ns: RedisRateLimiter(redis_url(), prefix(ns)),
     **({"sequencer": open_sequencer} if _sequencer_available() else {}),
 }
 

@@ -10,25 +10,41 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
+from chatcluster.adapters.embedded.admin import SqliteAdminStore
 from chatcluster.adapters.embedded.bus import SqliteBus
 from chatcluster.adapters.embedded.fanout import SqliteFanout
+from chatcluster.adapters.embedded.moderation import SqliteModerationStore
+from chatcluster.adapters.embedded.ratelimit import SqliteRateLimiter
 from chatcluster.adapters.embedded.registry import SqliteRegistry
 from chatcluster.adapters.embedded.sequencer import SqliteSequencer
 from chatcluster.adapters.embedded.store import SqliteStore
+from chatcluster.adapters.embedded.usage import SqliteUsageStore
+from chatcluster.adapters.embedded.webhooks import SqliteWebhookStore
 from chatcluster.adapters.kafka.bus import KafkaBus
+from chatcluster.adapters.kubernetes.socket_urls import SocketUrlsWatch
+from chatcluster.adapters.mongodb.admin import MongoAdminStore
+from chatcluster.adapters.mongodb.moderation import MongoModerationStore
 from chatcluster.adapters.mongodb.store import MongoStore
+from chatcluster.adapters.mongodb.usage import MongoUsageStore
+from chatcluster.adapters.mongodb.webhooks import MongoWebhookStore
 from chatcluster.adapters.redis.fanout import RedisFanout
 from chatcluster.adapters.redis.membership import RedisMembershipCache
+from chatcluster.adapters.redis.ratelimit import RedisRateLimiter
 from chatcluster.adapters.redis.registry import RedisRegistry
 from chatcluster.adapters.redis.sequencer import RedisSequencer
 from chatcluster.auth.tokens import ACCESS_TTL_S, REFRESH_TTL_S, TokenIssuer, new_secret
 from chatcluster.domain.ids import new_id
+from chatcluster.ports.admin import AdminStore
 from chatcluster.ports.bus import Bus
 from chatcluster.ports.fanout import Fanout
 from chatcluster.ports.membership import MembershipCache
+from chatcluster.ports.moderation import ModerationStore
+from chatcluster.ports.ratelimit import RateLimiter
 from chatcluster.ports.registry import Registry
 from chatcluster.ports.sequencer import Sequencer
 from chatcluster.ports.store import Store
+from chatcluster.ports.usage import UsageStore
+from chatcluster.ports.webhooks import WebhookStore
 
 EMBEDDED = ("", "embedded")
 SCHEMES = {"store": ("mongodb://", "mongodb+srv://"), "bus": ("kafka://",),
@@ -98,6 +114,42 @@ def open_store(state_dir: Path, urls: BackendUrls) -> Store:
     return SqliteStore(state_dir / "data") if urls.embedded("store") else MongoStore(urls.store)
 
 
+def open_rate_limiter(state_dir: Path, urls: BackendUrls) -> RateLimiter:
+    """Quota counters: beside the fan-out (Redis, or a file in the state directory)."""
+    if urls.embedded("cache"):
+        return SqliteRateLimiter(state_dir / "data")
+    return RedisRateLimiter(urls.cache, prefix=urls.key_prefix)
+
+
+def open_admin_store(state_dir: Path, urls: BackendUrls) -> AdminStore:
+    """Admins, audit log and app settings: beside the Store (same database or directory)."""
+    if urls.embedded("store"):
+        return SqliteAdminStore(state_dir / "data")
+    return MongoAdminStore(urls.store)
+
+
+def open_webhook_store(state_dir: Path, urls: BackendUrls) -> WebhookStore:
+    """Webhook endpoints and the delivery outbox: beside the Store."""
+    if urls.embedded("store"):
+        return SqliteWebhookStore(state_dir / "data")
+    return MongoWebhookStore(urls.store)
+
+
+def open_usage_store(state_dir: Path, urls: BackendUrls) -> UsageStore:
+    """Usage per app and day: beside the Store."""
+    if urls.embedded("store"):
+        return SqliteUsageStore(state_dir / "data")
+    return MongoUsageStore(urls.store)
+
+
+def open_moderation_store(state_dir: Path, urls: BackendUrls) -> ModerationStore:
+    """Bans, mutes, freezes, devices, and the admin's reads of users and messages: on the
+    Store's own data (``store.db``, or the Store's MongoDB database)."""
+    if urls.embedded("store"):
+        return SqliteModerationStore(state_dir / "data")
+    return MongoModerationStore(urls.store)
+
+
 def open_registry(state_dir: Path, urls: BackendUrls) -> Registry:
     if urls.embedded("cache"):
         return SqliteRegistry(state_dir / "data")
@@ -165,6 +217,17 @@ class Credentials:
         return creds
 
     @classmethod
+    def save_admin_token(cls, state_dir: Path, admin_token: str) -> None:
+        """Keep a rotated root token, so the next ``chatcluster up`` prints the one that works."""
+        path = state_dir / "credentials.json"
+        creds = cls(**{**json.loads(path.read_text()), "admin_token": admin_token})
+        tmp = path.with_suffix(".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            json.dump(creds.__dict__, f)
+        os.replace(tmp, path)
+
+    @classmethod
     def load(cls, state_dir: Path) -> Credentials:
         path = state_dir / "credentials.json"
         if not path.exists():
@@ -178,3 +241,15 @@ def token_issuer(creds: Credentials) -> TokenIssuer:
         os.environ.get("CHAT_JWT_SECRET") or creds.jwt_secret,
         access_ttl=int(os.environ.get("CHAT_ACCESS_TTL_S", str(ACCESS_TTL_S))),
         refresh_ttl=int(os.environ.get("CHAT_REFRESH_TTL_S", str(REFRESH_TTL_S))))
+
+
+def socket_urls_watch() -> SocketUrlsWatch | None:
+    """On Kubernetes (CHAT_SOCKET_URLS_CONFIGMAP=<namespace>/<name>, set by the operator) the
+    gateway offers the operator's list of ready replicas, read through a watch."""
+    value = os.environ.get("CHAT_SOCKET_URLS_CONFIGMAP", "")
+    if not value:
+        return None
+    try:
+        return SocketUrlsWatch.from_setting(value)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None

@@ -7,11 +7,14 @@ shape, never a stack trace.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import logging
+import math
 import secrets
 import time
+from collections.abc import Callable, Sequence
 from typing import Annotated, Any
 
 from fastapi import FastAPI, Header, Request
@@ -26,10 +29,16 @@ from chatcluster.auth.tokens import TokenIssuer, new_secret, secret_digest, secr
 from chatcluster.domain.errors import ChatError, Unauthorized
 from chatcluster.domain.ids import new_id, now_rfc3339
 from chatcluster.domain.model import App, Session
+from chatcluster.domain.moderation import ban_active
+from chatcluster.gateway.admin import RouterFactory, mount_admin
+from chatcluster.gateway.admin.apps import secret_in_grace
+from chatcluster.ports.admin import AdminStore
 from chatcluster.ports.fanout import Envelope, Fanout
+from chatcluster.ports.moderation import ModerationStore, SessionDevice
 from chatcluster.ports.registry import Registry
 from chatcluster.ports.store import Store
 from chatcluster.protocol.errors import HTTP_STATUS
+from chatcluster.quotas import Quotas
 
 log = logging.getLogger(__name__)
 
@@ -95,11 +104,24 @@ def user_ref_id(app_id: str, external_id: str) -> str:
     return f"u_{digest[:24]}"
 
 
-async def live_socket_urls(registry: Registry) -> list[str]:
-    """Healthy replicas, least loaded first."""
+async def live_socket_urls(registry: Registry,
+                           configured: Callable[[], list[str] | None] | None = None
+                           ) -> list[str]:
+    """Healthy replicas, least loaded first.
+
+    On Kubernetes ``configured`` gives the operator's list of ready replicas (PROTOCOL.md §4):
+    that list is the set, the registry only orders it (least connections first, draining
+    last; URLs the registry does not know yet keep their given order, after the known ones).
+    Until that list was read once, the registry alone answers."""
     replicas = await registry.live_replicas(REPLICA_MAX_AGE_S)
-    live = sorted((r for r in replicas if not r.draining), key=lambda r: (r.connections, r.url))
-    return [r.url for r in live]
+    given = configured() if configured is not None else None
+    if given is None:
+        live = sorted((r for r in replicas if not r.draining),
+                      key=lambda r: (r.connections, r.url))
+        return [r.url for r in live]
+    load = {r.url: (1 if r.draining else 0, r.connections) for r in replicas}
+    order = {url: i for i, url in enumerate(given)}
+    return sorted(given, key=lambda u: (u not in load, load.get(u, (0, 0)), order[u]))
 
 
 def _error(status: int, code: str, message: str, headers: dict[str, str] | None = None
@@ -109,7 +131,17 @@ def _error(status: int, code: str, message: str, headers: dict[str, str] | None 
 
 
 def create_gateway(*, store: Store, registry: Registry, fanout: Fanout, tokens: TokenIssuer,
-                   admin_token: str) -> FastAPI:
+                   admin_token: str, admin_store: AdminStore | None = None,
+                   on_root_rotated: Callable[[str], None] | None = None,
+                   admin_routers: Sequence[RouterFactory] = (),
+                   clock: Callable[[], float] = time.time,
+                   socket_urls: Callable[[], list[str] | None] | None = None,
+                   on_token_issued: Callable[[str, str], None] | None = None,
+                   moderation: ModerationStore | None = None,
+                   quotas: Quotas | None = None) -> FastAPI:
+    """The gateway. With an ``admin_store`` it serves the whole admin API (docs/admin.md) and
+    includes ``admin_routers``; without one, only the root token's ``POST /api/v1/admin/apps``.
+    """
     app = FastAPI(title="chatcluster gateway", version=__version__,
                   description="Credentials in, tokens and live socket URLs out. Messaging is "
                               "on the socket replicas (see docs/protocol.md).",
@@ -158,17 +190,29 @@ def create_gateway(*, store: Store, registry: Registry, fanout: Fanout, tokens: 
         return {"access_token": access, "refresh_token": refresh, "token_type": "Bearer",
                 "expires_in": tokens.access_ttl,
                 "user": {"id": user_ref_id(app_id, user_id), "external_id": user_id},
-                "socket_urls": await live_socket_urls(registry),
+                "socket_urls": await live_socket_urls(registry, socket_urls),
                 "socket_connection_guide": CONNECTION_GUIDE}
 
     @app.post("/api/v1/auth/sdk/token", response_model=TokenResponse, tags=["auth"],
               summary="Sign a user in (server to server: the app secret never ships in a client)")
-    async def sdk_token(body: TokenRequest) -> Any:
+    async def sdk_token(body: TokenRequest, request: Request) -> Any:
         found = await store.get_app(body.app_id)
         digest = found.secret_digest if found is not None else _DUMMY_DIGEST
         # Compare even for an unknown app, so the two failures take the same time.
-        if not secret_matches(body.app_secret, digest) or found is None or found.disabled:
+        matches = secret_matches(body.app_secret, digest)
+        if not matches and admin_store is not None:  # the previous secret, while in grace
+            matches = await secret_in_grace(admin_store, body.app_id, body.app_secret,
+                                            clock())
+        if not matches or found is None or found.disabled:
             return _error(401, "invalid_credentials", "unknown app or wrong secret")
+        if await _banned(found.id, body.user_external_id):
+            return _error(403, "user_banned", "this user is banned from the app")
+        if quotas is not None:
+            wait = await quotas.token(found.id, body.user_external_id)
+            if wait > 0:
+                return _error(429, "rate_limited", "too many token requests for this app or "
+                              "user; retry after the Retry-After seconds",
+                              headers={"Retry-After": str(math.ceil(wait))})
         now = now_rfc3339()
         await store.ensure_user(found.id, body.user_external_id, body.display_name, now)
         session_id, jti = new_id("s"), secrets.token_urlsafe(16)
@@ -176,15 +220,23 @@ def create_gateway(*, store: Store, registry: Registry, fanout: Fanout, tokens: 
                                            user_id=body.user_external_id, refresh_jti=jti,
                                            created_at=now))
         tokens_issued.labels("sdk").inc()
+        _seen(request, found.id, body.user_external_id, session_id, None)
+        if on_token_issued is not None:  # usage per app and day (never blocks the route)
+            on_token_issued(found.id, session_id)
         return await issue_pair(found.id, body.user_external_id, session_id, jti)
 
     @app.post("/api/v1/auth/refresh", response_model=TokenResponse, tags=["auth"],
               summary="Rotate a refresh token; a reused one revokes its whole session")
-    async def refresh(body: RefreshRequest) -> Any:
+    async def refresh(body: RefreshRequest, request: Request) -> Any:
         claims = tokens.verify(body.refresh_token, "refresh")
         session = await store.get_session(claims.session_id)
         if session is None or session.revoked_at is not None:
             raise Unauthorized("session revoked")
+        owner = await store.get_app(session.app_id)
+        if owner is None or owner.disabled:
+            raise Unauthorized("app disabled")
+        if await _banned(session.app_id, session.user_id):
+            return _error(403, "user_banned", "this user is banned from the app")
         new_jti = secrets.token_urlsafe(16)
         if not await store.rotate_refresh(session.id, claims.jti, new_jti):
             # A refresh token used twice: someone else holds a copy. Revoke the session.
@@ -193,7 +245,38 @@ def create_gateway(*, store: Store, registry: Registry, fanout: Fanout, tokens: 
                         extra={"fields": {"session": session.id, "app": session.app_id}})
             raise Unauthorized("refresh token reused; session revoked")
         tokens_issued.labels("refresh").inc()
+        _seen(request, session.app_id, session.user_id, session.id, now_rfc3339())
+        if on_token_issued is not None:
+            on_token_issued(session.app_id, new_jti)
         return await issue_pair(session.app_id, session.user_id, session.id, new_jti)
+
+    async def _banned(app_id: str, user_id: str) -> bool:
+        if moderation is None:
+            return False
+        return ban_active(await moderation.get_ban(app_id, user_id), now_rfc3339())
+
+    recording: set[asyncio.Task[None]] = set()
+
+    def _seen(request: Request, app_id: str, user_id: str, session_id: str,
+              refreshed_at: str | None) -> None:
+        """Record the device of a session for the admin's session list, off the route's path
+        (best effort: it never delays nor fails a sign-in)."""
+        if moderation is None:
+            return
+        device = SessionDevice(
+            session_id=session_id, app_id=app_id, user_id=user_id,
+            user_agent=(request.headers.get("user-agent") or "")[:300] or None,
+            ip=request.client.host if request.client else None, last_refresh_at=refreshed_at)
+        task = asyncio.get_running_loop().create_task(_record(device))
+        recording.add(task)
+        task.add_done_callback(recording.discard)
+
+    async def _record(device: SessionDevice) -> None:
+        assert moderation is not None
+        try:
+            await moderation.record_device(device)
+        except Exception:
+            log.exception("recording a session's device failed")
 
     async def revoke(session_id: str) -> None:
         await store.revoke_session(session_id, now_rfc3339())
@@ -213,19 +296,24 @@ def create_gateway(*, store: Store, registry: Registry, fanout: Fanout, tokens: 
         await revoke(session.id)
         return Response(status_code=204)
 
-    @app.post("/api/v1/admin/apps", status_code=201, response_model=AppCreated,
-              tags=["admin"], summary="Create an app (tenant); its secret is shown only here")
-    async def create_app(body: AppCreateRequest,
-                         authorization: Annotated[str | None, Header()] = None) -> Any:
-        token = _bearer(authorization)
-        if not hmac.compare_digest(token.encode(), admin_token.encode()):
-            raise Unauthorized("admin token required")
-        secret = new_secret()
-        created = App(id=new_id("app"), name=body.name, secret_digest=secret_digest(secret),
-                      created_at=now_rfc3339())
-        await store.create_app(created)
-        log.info("app created", extra={"fields": {"app": created.id}})
-        return {"app_id": created.id, "app_secret": secret, "name": created.name}
+    if admin_store is not None:
+        mount_admin(app, store=store, admin_store=admin_store, fanout=fanout,
+                    root_token=admin_token, on_root_rotated=on_root_rotated,
+                    extra_routers=admin_routers, clock=clock)
+    else:
+        @app.post("/api/v1/admin/apps", status_code=201, response_model=AppCreated,
+                  tags=["admin"], summary="Create an app (tenant); its secret is shown only here")
+        async def create_app(body: AppCreateRequest,
+                             authorization: Annotated[str | None, Header()] = None) -> Any:
+            token = _bearer(authorization)
+            if not hmac.compare_digest(token.encode(), admin_token.encode()):
+                raise Unauthorized("admin token required")
+            secret = new_secret()
+            created = App(id=new_id("app"), name=body.name,
+                          secret_digest=secret_digest(secret), created_at=now_rfc3339())
+            await store.create_app(created)
+            log.info("app created", extra={"fields": {"app": created.id}})
+            return {"app_id": created.id, "app_secret": secret, "name": created.name}
 
     @app.get("/healthz", tags=["ops"], summary="Liveness")
     async def healthz() -> dict[str, str]:
@@ -236,6 +324,8 @@ def create_gateway(*, store: Store, registry: Registry, fanout: Fanout, tokens: 
         try:
             await store.ping()
             await registry.live_replicas(REPLICA_MAX_AGE_S)
+            if admin_store is not None:
+                await admin_store.ping()
         except Exception as exc:
             return _error(503, "unavailable", f"backend unreachable: {exc}")
         return {"status": "ready"}

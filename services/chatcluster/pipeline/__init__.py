@@ -4,7 +4,12 @@
                     messages, the conversation.sync log, conversation activity (Store)
     acks.py         group "acks": message.delivered -> delivery records and read marks,
                     and the ``receipt`` events that tell the other members
+    webhooks.py     group "webhooks": message.* + conversation.updated -> the durable outbox;
+                    its Dispatcher signs and sends deliveries, retries, dead-letters
+                    (outbound.py: signing, retry schedule, SSRF guard, no redirects)
+    usage.py        group "usage": message.sent -> messages and active users per app and
+                    day; a sampler records peak connections from the Registry
 
-Both are at-least-once (offsets are committed only after the Store write returned) over
+All are at-least-once (offsets are committed only after the Store write returned) over
 idempotent writes, so a crash at any point loses nothing and duplicates nothing.
 """

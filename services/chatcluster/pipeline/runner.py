@@ -4,14 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from collections.abc import Awaitable, Callable
 
 from chatcluster.observability import PipelineMetrics
-from chatcluster.pipeline import acks, persistence
+from chatcluster.pipeline import acks, persistence, usage, webhooks
+from chatcluster.pipeline.outbound import HttpSender, RetryPolicy
 from chatcluster.ports.bus import Bus, Record
 from chatcluster.ports.fanout import Fanout
+from chatcluster.ports.registry import Registry
 from chatcluster.ports.store import Store
+from chatcluster.ports.usage import UsageStore
+from chatcluster.ports.webhooks import WebhookStore
 
 log = logging.getLogger(__name__)
 
@@ -23,19 +28,59 @@ LAG_EVERY_S = 0.5
 
 
 class Pipeline:
-    def __init__(self, *, bus: Bus, store: Store, fanout: Fanout, name: str = "consumers"
-                 ) -> None:
+    def __init__(self, *, bus: Bus, store: Store, fanout: Fanout, name: str = "consumers",
+                 webhook_store: WebhookStore | None = None, usage_store: UsageStore | None = None,
+                 registry: Registry | None = None) -> None:
         self.bus = bus
         self.store = store
         self.fanout = fanout
         self.name = name
         self.metrics = PipelineMetrics()
         self.healthy = True
+        # Groups "webhooks" and "usage" (and their dispatcher and sampler) run when their
+        # stores are given.
+        self.webhook_store = webhook_store
+        self.usage_store = usage_store
+        self.registry = registry
+        self.webhook_metrics = webhooks.WebhookMetrics(self.metrics.registry)
+        self.usage_metrics = usage.UsageMetrics(self.metrics.registry)
 
     async def run(self, stop: asyncio.Event) -> None:
-        await asyncio.gather(
-            self._consume(stop, persistence.GROUP, persistence.TOPICS, self._persist),
-            self._consume(stop, acks.GROUP, acks.TOPICS, self._acks))
+        groups = [self._consume(stop, persistence.GROUP, persistence.TOPICS, self._persist),
+                  self._consume(stop, acks.GROUP, acks.TOPICS, self._acks)]
+        sender: HttpSender | None = None
+        if self.webhook_store is not None:
+            policy = RetryPolicy.from_env()
+            sender = HttpSender.from_env(policy.timeout_s)
+            dispatcher = webhooks.Dispatcher(
+                store=self.webhook_store, usage=self.usage_store, policy=policy, sender=sender,
+                metrics=self.webhook_metrics,
+                poll_s=float(os.environ.get("CHAT_WEBHOOKS_POLL_S") or webhooks.POLL_S),
+                retention_days=float(os.environ.get("CHAT_WEBHOOKS_RETENTION_DAYS")
+                                     or webhooks.RETENTION_DAYS))
+            groups += [self._consume(stop, webhooks.GROUP, webhooks.TOPICS, self._webhooks),
+                       dispatcher.run(stop)]
+        if self.usage_store is not None:
+            groups.append(self._consume(stop, usage.GROUP, usage.TOPICS, self._usage))
+            if self.registry is not None:
+                groups.append(usage.run_sampler(
+                    self.usage_store, self.registry, stop,
+                    float(os.environ.get("CHAT_USAGE_SAMPLE_S") or usage.SAMPLE_S),
+                    self.usage_metrics))
+        try:
+            await asyncio.gather(*groups)
+        finally:
+            if sender is not None:
+                await sender.close()
+
+    async def _webhooks(self, records: list[Record]) -> None:
+        assert self.webhook_store is not None
+        self.webhook_metrics.enqueued.inc(await webhooks.enqueue_batch(self.webhook_store,
+                                                                        records))
+
+    async def _usage(self, records: list[Record]) -> None:
+        assert self.usage_store is not None
+        await usage.process(self.usage_store, records, self.usage_metrics)
 
     async def _persist(self, records: list[Record]) -> None:
         await self.store.write_pipeline_batch(await persistence.build_batch(self.store, records))

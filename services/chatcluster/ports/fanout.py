@@ -23,8 +23,12 @@ class Envelope(msgspec.Struct, frozen=True, omit_defaults=True):
     view) to every connection of ``recipients`` (external ids of ``app_id``) except the
     connection ``exclude``. ``kind`` "skip": ``event_seq`` of ``conversation_id`` was burned
     (a failed request took it), deliver nothing. ``kind`` "revoke": close the connections of
-    session ``session_id`` with 4001. ``origin`` is the publishing replica, which has
-    delivered locally already.
+    session ``session_id`` with 4001 or, without a session, every connection of ``app_id``
+    with 4003 (the app was disabled or deleted). ``kind`` "moderation": a ban, mute or freeze
+    changed (``event`` user.banned, user.unbanned or conversation.moderated; ``recipients`` the
+    user, or ``conversation_id``): replicas drop what they cached of it and close a banned
+    user's connections with 4003 (socket.moderation). ``origin`` is the publishing replica,
+    which has delivered locally already (or "gateway" / "retention", which deliver nothing).
     """
 
     kind: str

@@ -44,6 +44,11 @@ class Registry(Protocol):
         self, app_id: str, user_ids: list[str], max_age: float
     ) -> dict[str, PresenceInfo]: ...
 
+    async def connections_by_app(self, max_age: float) -> dict[str, int]:
+        """Open connections per app on the live replicas (apps with none are left out): what
+        the usage consumer samples for each day's peak."""
+        ...
+
     async def claim_announcement(self, app_id: str, user_id: str, online: bool, now: float,
                                  min_interval: float) -> float:
         """Arbitrate presence events between replicas, atomically.

@@ -97,6 +97,21 @@ class Store(Protocol):
 
     async def get_app(self, app_id: str) -> App | None: ...
 
+    async def list_apps(self, after: str | None, limit: int) -> list[App]:
+        """Apps ordered by id, those after ``after``; at most ``limit``."""
+        ...
+
+    async def update_app(self, app_id: str, *, name: str | None = None,
+                         secret_digest: str | None = None,
+                         disabled: bool | None = None) -> App | None:
+        """Change the given fields; the updated app, or None if there is no such app."""
+        ...
+
+    async def delete_app(self, app_id: str) -> bool:
+        """Remove the app: its credentials and tokens stop working (its data is left, unreachable
+        through any token)."""
+        ...
+
     async def ensure_user(
         self, app_id: str, user_id: str, display_name: str | None, now: str
     ) -> None: ...

@@ -21,7 +21,11 @@ from typing import Any
 
 from chatcluster.observability import SocketMetrics
 from chatcluster.ports.fanout import Envelope, Fanout
-from chatcluster.protocol.errors import CLOSE_SESSION_REVOKED, CLOSE_TRY_AGAIN_LATER
+from chatcluster.protocol.errors import (
+    CLOSE_SESSION_REVOKED,
+    CLOSE_TRY_AGAIN_LATER,
+    CLOSE_USER_BANNED,
+)
 from chatcluster.protocol.frames import encode_event
 from chatcluster.socket.connection import ClientConnection
 
@@ -133,10 +137,22 @@ class LocalDelivery:
         if env.kind == "revoke":
             if env.session_id is not None:
                 self.close_session(env.session_id, CLOSE_SESSION_REVOKED, "session revoked")
+            elif env.app_id:  # a disabled or deleted app
+                self.close_app(env.app_id, CLOSE_USER_BANNED, "app disabled")
         elif env.event_seq is not None and env.conversation_id is not None:
             self.order.offer(env)  # events and skips
         else:
             self._deliver(env)
+
+    def apps(self) -> set[str]:
+        """The apps with a connection here."""
+        return {app_id for app_id, _ in self.by_user}
+
+    def close_app(self, app_id: str, code: int, reason: str) -> None:
+        for (owner, _), conns in list(self.by_user.items()):
+            if owner == app_id:
+                for conn in list(conns):
+                    self.close(conn, code, reason)
 
     def close_session(self, session_id: str, code: int, reason: str) -> None:
         for conn in list(self.by_session.get(session_id, ())):

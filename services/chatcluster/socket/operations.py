@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
@@ -18,9 +19,16 @@ from typing import Any, TypeVar
 import msgspec
 
 from chatcluster.domain import rules
-from chatcluster.domain.errors import BadRequest, NotFound, Unavailable, VersionConflict
+from chatcluster.domain.errors import (
+    BadRequest,
+    NotFound,
+    RateLimited,
+    Unavailable,
+    VersionConflict,
+)
 from chatcluster.domain.ids import new_id, now_rfc3339
 from chatcluster.domain.model import ConversationState, ConversationView, Message, MessageState
+from chatcluster.domain.moderation import Action
 from chatcluster.ports import bus as topics
 from chatcluster.ports.bus import Bus
 from chatcluster.ports.events import (
@@ -35,8 +43,10 @@ from chatcluster.ports.sequencer import Sequencer
 from chatcluster.ports.store import ConversationExtras, Store
 from chatcluster.protocol import ops
 from chatcluster.protocol.frames import encode_event
+from chatcluster.quotas import Quotas
 from chatcluster.socket.connection import ClientConnection, SendTicket
 from chatcluster.socket.delivery import EventPublisher
+from chatcluster.socket.moderation import ModerationGate
 from chatcluster.socket.presence import Presence
 
 log = logging.getLogger(__name__)
@@ -56,14 +66,20 @@ STORE_READ_DEADLINE_S = 1.0
 CURRENT_TICKET: ContextVar[SendTicket | None] = ContextVar("send_ticket", default=None)
 T = TypeVar("T")
 READ_MARKS_MAX_MEMBERS = 100
+MODERATED_AS: dict[str, Action] = {"edit": "edit", "delete": "delete", "reaction.add": "react",
+                                   "reaction.remove": "react"}
 
 
 class Operations:
     def __init__(self, *, store: Store, sequencer: Sequencer, bus: Bus,
                  events: EventPublisher, presence: Presence,
-                 membership: MembershipCache | None = None) -> None:
+                 membership: MembershipCache | None = None,
+                 moderation: ModerationGate | None = None,
+                 quotas: Quotas | None = None) -> None:
         self.store = store
+        self.quotas = quotas
         self.membership = membership
+        self.moderation = moderation
         self.sequencer = sequencer
         self.bus = bus
         self.events = events
@@ -156,6 +172,13 @@ class Operations:
         except Exception as exc:
             raise Unavailable("membership cache unavailable; retry") from exc
 
+    async def moderate(self, conn: ClientConnection, conversation_id: str,
+                       action: Action) -> None:
+        """Refuse what a ban, a mute or a freeze forbids (domain.moderation); after the
+        membership check, so a non-member learns nothing about the conversation."""
+        if self.moderation is not None:
+            await self.moderation.check(conn.app_id, conn.user_id, conversation_id, action)
+
     def remember(self, state: ConversationState) -> None:
         """Cache a conversation state unless a newer one is cached (every replica calls this
         for every conversation.updated envelope it sees)."""
@@ -176,6 +199,15 @@ class Operations:
 
     def forget(self, conversation_id: str) -> None:
         self._conversations.pop(conversation_id, None)
+
+    async def quota(self, conn: ClientConnection) -> None:
+        """The app's and the user's message quotas (auth.quotas), shared by every replica."""
+        if self.quotas is None:
+            return
+        wait = await self.quotas.send(conn.app_id, conn.user_id)
+        if wait > 0:
+            raise RateLimited("message quota of this user or app spent for this minute",
+                              retry_after_ms=max(1, math.ceil(wait * 1000)))
 
     async def member_conversation(self, conn: ClientConnection,
                                   conversation_id: str) -> ConversationState:
@@ -244,12 +276,15 @@ class Operations:
     async def change_conversation(
         self, conn: ClientConnection, conversation_id: str,
         change: Callable[[ConversationState, int], ConversationState],
+        action: Action = "manage",
     ) -> ConversationState:
         """Compare-and-set loop: decide on a fresh state, take a number, save if unchanged."""
-        for _ in range(CAS_ATTEMPTS):
+        for attempt in range(CAS_ATTEMPTS):
             state = await self.conversation(conversation_id, fresh=True)
             if state is None or state.app_id != conn.app_id:
                 raise NotFound("conversation not found")
+            if attempt == 0 and conn.user_id in state.members:
+                await self.moderate(conn, conversation_id, action)
             probe = change(state, state.version)  # raises if the rules refuse
             if probe == state:
                 return state  # nothing to change: no event, no number
@@ -316,7 +351,8 @@ class Operations:
     async def conversation_leave(self, conn: ClientConnection,
                                  d: ops.ConversationRef) -> dict[str, Any]:
         await self.change_conversation(conn, d.conversation_id,
-                                       lambda s, n: rules.leave(s, conn.user_id, n))
+                                       lambda s, n: rules.leave(s, conn.user_id, n),
+                                       action="leave")
         return {}
 
     async def conversation_set_role(self, conn: ClientConnection,
@@ -394,6 +430,8 @@ class Operations:
 
     async def message_send(self, conn: ClientConnection, d: ops.MessageSend) -> dict[str, Any]:
         conv = await self.member_conversation(conn, d.conversation_id)
+        await self.moderate(conn, conv.id, "send")
+        await self.quota(conn)
         reply: Message | None = None
         if d.reply_to is not None:
             try:
@@ -410,6 +448,8 @@ class Operations:
                               d: ops.MessageForward) -> dict[str, Any]:
         source, source_conv = await self.message_state(conn, d.message_id)
         target = await self.member_conversation(conn, d.conversation_id)
+        await self.moderate(conn, target.id, "send")
+        await self.quota(conn)
         origin = rules.forward_source(source, source_conv, conn.user_id)
         draft = rules.new_message(
             message_id=new_id("m"), conversation=target, sender=conn.user_id,
@@ -422,6 +462,7 @@ class Operations:
                               kind: rules.ChangeKind, text: str | None = None,
                               emoji: str | None = None) -> dict[str, Any]:
         state, conv = await self.message_state(conn, message_id)
+        await self.moderate(conn, conv.id, MODERATED_AS[kind])
         if not rules.authorize_change(state, kind, conn.user_id):
             return {"message": state.message}  # deleting a tombstone returns it again
         if kind in ("reaction.add", "reaction.remove"):

@@ -34,6 +34,7 @@ from chatcluster.observability import SocketMetrics
 from chatcluster.ports.bus import Bus
 from chatcluster.ports.fanout import Fanout
 from chatcluster.ports.membership import MembershipCache
+from chatcluster.ports.moderation import ModerationStore
 from chatcluster.ports.registry import Registry, ReplicaInfo
 from chatcluster.ports.sequencer import Sequencer
 from chatcluster.ports.store import Store
@@ -42,6 +43,7 @@ from chatcluster.protocol.errors import (
     CLOSE_RESTARTING,
     CLOSE_SESSION_REVOKED,
     CLOSE_TRY_AGAIN_LATER,
+    CLOSE_USER_BANNED,
 )
 from chatcluster.protocol.frames import (
     DEFAULT_MAX_FRAME_BYTES,
@@ -53,8 +55,11 @@ from chatcluster.protocol.frames import (
     encode_ok,
     peek_request_id,
 )
+from chatcluster.quotas import Quotas
 from chatcluster.socket.connection import ClientConnection, SendTicket, TokenBucket
 from chatcluster.socket.delivery import DEFAULT_MAX_QUEUED_BYTES, EventPublisher, LocalDelivery
+from chatcluster.socket.moderation import ENVELOPE_KIND as MODERATION_ENVELOPE
+from chatcluster.socket.moderation import ModerationGate
 from chatcluster.socket.operations import CURRENT_TICKET, Operations
 from chatcluster.socket.presence import Presence
 
@@ -101,7 +106,9 @@ class SocketSettings(msgspec.Struct, kw_only=True):
 class SocketReplica:
     def __init__(self, settings: SocketSettings, *, store: Store, sequencer: Sequencer,
                  bus: Bus, fanout: Fanout, registry: Registry, tokens: TokenIssuer,
-                 membership: MembershipCache | None = None) -> None:
+                 membership: MembershipCache | None = None,
+                 moderation: ModerationStore | None = None,
+                 quotas: Quotas | None = None) -> None:
         self.settings = settings
         self.store = store
         self.fanout = fanout
@@ -111,8 +118,12 @@ class SocketReplica:
         self.delivery = LocalDelivery(self.metrics, settings.max_queued_bytes)
         self.events = EventPublisher(settings.replica_id, self.delivery, fanout)
         self.presence = Presence(settings.replica_id, store, registry, self.events)
+        # Bans, mutes and freezes (docs/moderation.md); without a store, nothing is refused.
+        self.moderation = (ModerationGate(moderation, self.delivery) if moderation is not None
+                           else None)
         self.ops = Operations(store=store, sequencer=sequencer, bus=bus, events=self.events,
-                              presence=self.presence, membership=membership)
+                              presence=self.presence, membership=membership,
+                              moderation=self.moderation, quotas=quotas)
         self.url = settings.public_url or ""
         self.draining = False
         self.ready = asyncio.Event()
@@ -139,6 +150,8 @@ class SocketReplica:
             await self._heartbeat_once()
             self._background = [asyncio.create_task(f()) for f in
                                 (self._heartbeat_loop, self._fanout_loop, self._revocation_loop)]
+            if self.moderation is not None:
+                self._background.append(asyncio.create_task(self.moderation.run()))
             log.info("socket replica listening", extra={"fields": {
                 "replica": s.replica_id, "url": self.url}})
             self.ready.set()
@@ -186,6 +199,10 @@ class SocketReplica:
                 async for env in self.fanout.subscribe():
                     if env.origin == self.settings.replica_id:
                         continue
+                    if env.kind == MODERATION_ENVELOPE:
+                        if self.moderation is not None:
+                            self.moderation.on_envelope(env)
+                        continue
                     if env.frames and env.conversation_id is not None:
                         self.ops.forget(env.conversation_id)  # membership changed elsewhere
                     elif env.event in CHANGED_MESSAGE_EVENTS and env.event_seq is not None:
@@ -205,6 +222,11 @@ class SocketReplica:
                 for session_id in await self.store.revoked_sessions_since(since):
                     self.delivery.close_session(session_id, CLOSE_SESSION_REVOKED,
                                                 "session revoked")
+                # Backs up the app-level revoke envelope: one read per app connected here.
+                for app_id in self.delivery.apps():
+                    app = await self.store.get_app(app_id)
+                    if app is None or app.disabled:
+                        self.delivery.close_app(app_id, CLOSE_USER_BANNED, "app disabled")
             except Exception:
                 log.exception("revocation poll failed")
 
@@ -236,6 +258,9 @@ class SocketReplica:
             app = await self.store.get_app(claims.app_id)
             if app is None or app.disabled:
                 raise Unauthorized("app disabled")
+            if self.moderation is not None and await self.moderation.banned(claims.app_id,
+                                                                            claims.user_id):
+                return None  # upgraded, then closed with 4003 by the handler (no claims)
         except Unauthorized as exc:
             return connection.respond(HTTPStatus.UNAUTHORIZED, f"{exc.message}\n")
         except ChatError as exc:
@@ -254,7 +279,10 @@ class SocketReplica:
 
     # -- one connection ------------------------------------------------------------------------
     async def _handler(self, ws: ServerConnection) -> None:
-        claims = self._pending.pop(ws)
+        claims = self._pending.pop(ws, None)
+        if claims is None:  # a banned user: tell them why, in a close code a browser can read
+            await ws.close(CLOSE_USER_BANNED, "user banned")
+            return
         s = self.settings
         conn = ClientConnection(ws, claims, new_id("k"), TokenBucket(s.frame_burst, s.frame_rate))
         local = self.delivery.add(conn)

@@ -85,6 +85,14 @@ class SqliteRegistry:
                                     else seen.get(u)) for u in user_ids}
         return await self.db.read(q)
 
+    async def connections_by_app(self, max_age: float) -> dict[str, int]:
+        cutoff = time.time() - max_age
+        rows = await self.db.read(lambda c: c.execute(
+            "SELECT p.app_id, SUM(p.connections) FROM presence p JOIN replicas r "
+            "ON r.id=p.replica_id WHERE r.heartbeat_at>=? AND p.connections>0 "
+            "GROUP BY p.app_id", (cutoff,)).fetchall())
+        return {r[0]: int(r[1]) for r in rows}
+
     async def claim_announcement(self, app_id: str, user_id: str, online: bool, now: float,
                                  min_interval: float) -> float:
         def w(c: sqlite3.Connection) -> float:

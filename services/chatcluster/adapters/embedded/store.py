@@ -88,6 +88,29 @@ class SqliteStore:
         return App(id=row[0], name=row[1], secret_digest=row[2], created_at=row[3],
                    disabled=bool(row[4]))
 
+    async def list_apps(self, after: str | None, limit: int) -> list[App]:
+        rows = await self.db.read(lambda c: c.execute(
+            "SELECT id, name, secret_digest, created_at, disabled FROM apps WHERE id > ? "
+            "ORDER BY id LIMIT ?", (after or "", limit)).fetchall())
+        return [App(id=r[0], name=r[1], secret_digest=r[2], created_at=r[3],
+                    disabled=bool(r[4])) for r in rows]
+
+    async def update_app(self, app_id: str, *, name: str | None = None,
+                         secret_digest: str | None = None,
+                         disabled: bool | None = None) -> App | None:
+        def w(c: sqlite3.Connection) -> None:
+            c.execute("UPDATE apps SET name=COALESCE(?, name), "
+                      "secret_digest=COALESCE(?, secret_digest), "
+                      "disabled=COALESCE(?, disabled) WHERE id=?",
+                      (name, secret_digest, None if disabled is None else int(disabled),
+                       app_id))
+        await self.db.write(w)
+        return await self.get_app(app_id)
+
+    async def delete_app(self, app_id: str) -> bool:
+        cur = await self.db.write(lambda c: c.execute("DELETE FROM apps WHERE id=?", (app_id,)))
+        return bool(cur.rowcount == 1)
+
     async def ensure_user(self, app_id: str, user_id: str, display_name: str | None,
                           now: str) -> None:
         await self.db.write(lambda c: c.execute(

@@ -276,6 +276,29 @@ class MongoStore:
         return App(id=doc["_id"], name=doc["name"], secret_digest=doc["secret_digest"],
                    created_at=doc["created_at"], disabled=bool(doc.get("disabled", False)))
 
+    async def list_apps(self, after: str | None, limit: int) -> list[App]:
+        async with self._op():
+            docs = await self.apps.find({"_id": {"$gt": after or ""}}).sort(
+                "_id", ASCENDING).limit(limit).to_list()
+        return [App(id=d["_id"], name=d["name"], secret_digest=d["secret_digest"],
+                    created_at=d["created_at"], disabled=bool(d.get("disabled", False)))
+                for d in docs]
+
+    async def update_app(self, app_id: str, *, name: str | None = None,
+                         secret_digest: str | None = None,
+                         disabled: bool | None = None) -> App | None:
+        changes = {k: v for k, v in (("name", name), ("secret_digest", secret_digest),
+                                     ("disabled", disabled)) if v is not None}
+        if changes:
+            async with self._op():
+                await self.apps.update_one({"_id": app_id}, {"$set": changes})
+        return await self.get_app(app_id)
+
+    async def delete_app(self, app_id: str) -> bool:
+        async with self._op():
+            res = await self.apps.delete_one({"_id": app_id})
+        return res.deleted_count == 1
+
     async def ensure_user(self, app_id: str, user_id: str, display_name: str | None,
                           now: str) -> None:
         on_insert: Doc = {"app_id": app_id, "user_id": user_id, "created_at": now}

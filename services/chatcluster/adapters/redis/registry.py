@@ -119,6 +119,31 @@ class RedisRegistry:
                                        else last.decode())
         return found
 
+    async def connections_by_app(self, max_age: float) -> dict[str, int]:
+        """Each live replica's index names its presence keys; one pipeline reads its count in
+        each. O(online users): meant for a sample every few seconds, not a hot path."""
+        cutoff = time.time() - max_age
+        live = [r.replica_id for r in await self.live_replicas(max_age)
+                if r.heartbeat_at >= cutoff]
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for rid in live:
+                pipe.smembers(self._replica_presence_key(rid))
+            indexes = await pipe.execute()
+        pairs = [(rid, key) for rid, keys in zip(live, indexes, strict=True) for key in keys]
+        if not pairs:
+            return {}
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for rid, key in pairs:
+                pipe.hget(key, rid)
+            counts = await pipe.execute()
+        found: dict[str, int] = {}
+        start = len(f"{self.prefix}presence:")
+        for (_, key), n in zip(pairs, counts, strict=True):
+            if n is not None and int(n) > 0:
+                app = key.decode()[start:].split(":", 1)[0]
+                found[app] = found.get(app, 0) + int(n)
+        return found
+
     async def claim_announcement(self, app_id: str, user_id: str, online: bool, now: float,
                                  min_interval: float) -> float:
         verdict = await self._claim(

@@ -1,0 +1,141 @@
+"""``GET /api/v1/admin/apps/{app_id}/usage?from=&to=``: an app's usage per UTC day.
+
+Counts come from the consumers (group "usage", the webhook dispatcher) and the gateway (tokens)
+through the UsageStore; every day of the range is listed, zeros included.
+"""
+
+
+import asyncio
+import logging
+from collections.abc import Callable
+from datetime import UTC, date, datetime, timedelta
+from typing import Annotated, Any
+
+import msgspec
+from fastapi import APIRouter, Depends, Query
+from pydantic import BaseModel, Field
+
+from chatcluster.domain.errors import BadRequest, NotFound
+from chatcluster.ports.store import Store
+from chatcluster.ports.usage import TOKENS_ISSUED, DailyUsage, UsageKey, UsageStore
+
+log = logging.getLogger(__name__)
+
+Authorize = Callable[[str], Any]
+DEFAULT_DAYS = 30
+MAX_DAYS = 366
+
+
+class DayUsage(BaseModel):
+    day: str = Field(description="UTC day, YYYY-MM-DD")
+    messages_sent: int
+    active_users: int = Field(description="distinct senders of the day")
+    peak_connections: int = Field(description="highest sampled concurrent connections")
+    tokens_issued: int = Field(description="SDK sign-ins and refreshes")
+    webhook_deliveries: int = Field(description="deliveries the receiver accepted (2xx)")
+    webhook_failures: int = Field(description="failed attempts (each retry counts)")
+
+
+class UsageTotals(BaseModel):
+    messages_sent: int
+    peak_connections: int = Field(description="the highest day's peak")
+    tokens_issued: int
+    webhook_deliveries: int
+    webhook_failures: int
+
+
+class UsageReport(BaseModel):
+    app_id: str
+    from_day: str = Field(alias="from", description="first day, YYYY-MM-DD")
+    to: str = Field(description="last day, inclusive")
+    days: list[DayUsage]
+    totals: UsageTotals
+
+
+def _day(value: str | None, name: str, default: date) -> date:
+    if value is None:
+        return default
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise BadRequest(f"{name}: expected a day, YYYY-MM-DD") from None
+
+
+def report(app_id: str, first: date, last: date, found: list[DailyUsage]) -> dict[str, Any]:
+    by_day = {d.day: d for d in found}
+    days: list[DailyUsage] = []
+    for i in range((last - first).days + 1):
+        day = (first + timedelta(days=i)).isoformat()
+        days.append(by_day.get(day) or DailyUsage(day=day))
+    totals = {
+        "messages_sent": sum(d.messages_sent for d in days),
+        "tokens_issued": sum(d.tokens_issued for d in days),
+        "webhook_deliveries": sum(d.webhook_deliveries for d in days),
+        "webhook_failures": sum(d.webhook_failures for d in days),
+        "peak_connections": max((d.peak_connections for d in days), default=0)}
+    return {"app_id": app_id, "from": first.isoformat(), "to": last.isoformat(),
+            "days": [msgspec.to_builtins(d) for d in days], "totals": totals}
+
+
+def build_router(*, authorize: Authorize, store: UsageStore, apps: Store,
+                 today: Callable[[], date] = lambda: datetime.now(UTC).date()) -> APIRouter:
+    router = APIRouter(prefix="/api/v1/admin/apps/{app_id}", tags=["admin: usage"])
+    viewer = Depends(authorize("viewer"))
+
+    @router.get("/usage", response_model=UsageReport,
+                summary="Usage per UTC day: messages, active users, peak connections, tokens, "
+                        "webhook deliveries and failures")
+    async def usage(app_id: str, me: Annotated[Any, viewer],
+                    from_: Annotated[str | None, Query(
+                        alias="from", max_length=10,
+                        description=f"first day, YYYY-MM-DD (default: {DEFAULT_DAYS - 1} days "
+                                    "before to)")] = None,
+                    to: Annotated[str | None, Query(
+                        max_length=10, description="last day, inclusive (default: today, "
+                                                   "UTC)")] = None) -> Any:
+        check = getattr(me, "check_app", None)
+        if check is not None:
+            check(app_id)
+        if await apps.get_app(app_id) is None:
+            raise NotFound("no such app")
+        last = _day(to, "to", today())
+        first = _day(from_, "from", last - timedelta(days=DEFAULT_DAYS - 1))
+        if first > last:
+            raise BadRequest("from: must not be after to")
+        if (last - first).days + 1 > MAX_DAYS:
+            raise BadRequest(f"from, to: at most {MAX_DAYS} days at a time")
+        found = await store.daily(app_id, first.isoformat(), last.isoformat())
+        return report(app_id, first, last, found)
+
+    return router
+
+
+class TokenCounter:
+    """The gateway's ``on_token_issued``: counts a token pair in the UsageStore in the
+    background, so the token route never waits for it (a crash may lose a count in flight;
+    usage is for reporting, not billing-grade). Tasks are bounded: past ``MAX_IN_FLIGHT``,
+    counts are dropped and logged rather than queued without bound."""
+
+    MAX_IN_FLIGHT = 1000
+
+    def __init__(self, store: UsageStore) -> None:
+        self.store = store
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    def __call__(self, app_id: str, key: str) -> None:
+        if len(self._tasks) >= self.MAX_IN_FLIGHT:
+            log.warning("token usage dropped: too many counts in flight")
+            return
+        day = datetime.now(UTC).date().isoformat()
+        task = asyncio.create_task(self.store.record([UsageKey(app_id, day, TOKENS_ISSUED, key)]))
+        self._tasks.add(task)
+        task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.warning("token usage not recorded", exc_info=task.exception())
+
+    async def drain(self) -> None:
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
