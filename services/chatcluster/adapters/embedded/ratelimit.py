@@ -4,7 +4,7 @@ Counters are not worth an fsync or a hop to a writer thread: this file has its o
 ``synchronous=OFF``, and each ``acquire`` is one short ``BEGIN IMMEDIATE`` transaction run on
 the event loop (tens of microseconds). Another process holding the lock longer than
 ``LOCK_WAIT_S`` makes it raise ``Unavailable`` rather than stall the loop. Old windows are
-deleted as new ones start.
+swept every few seconds.
 """
 
 from __future__ import annotations
@@ -16,12 +16,18 @@ from chatcluster.domain.errors import Unavailable
 from chatcluster.ports.ratelimit import Limit, window_end
 
 LOCK_WAIT_S = 0.05
+SWEEP_EVERY_S = 10.0
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS rate_windows (
-    key TEXT NOT NULL, window INTEGER NOT NULL, hits INTEGER NOT NULL,
+    key TEXT NOT NULL, window INTEGER NOT NULL, hits INTEGER NOT NULL, until REAL NOT NULL,
     PRIMARY KEY (key, window)
 ) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS rate_windows_until ON rate_windows (until);
 """
+# Counts the hit only while the window has room: no row comes back when it is full.
+_TAKE = ("INSERT INTO rate_windows (key, window, hits, until) VALUES (?,?,1,?) "
+         "ON CONFLICT (key, window) DO UPDATE SET hits = hits + 1 WHERE hits < ? "
+         "RETURNING hits")
 
 
 class SqliteRateLimiter:
@@ -32,27 +38,26 @@ class SqliteRateLimiter:
         self.conn.execute("PRAGMA journal_mode=WAL")
         self.conn.execute("PRAGMA synchronous=OFF")
         self.conn.executescript(SCHEMA)
+        self._swept = 0.0
 
     async def acquire(self, limits: list[Limit], now: float) -> float:
+        """One short transaction: one statement per limit, rolled back if any is full."""
         if not limits:
             return 0.0
         c = self.conn
         try:
             c.execute("BEGIN IMMEDIATE")
             try:
-                windows = [int(now // lim.window_s) for lim in limits]
-                for lim, window in zip(limits, windows, strict=True):
-                    row = c.execute("SELECT hits FROM rate_windows WHERE key=? AND window=?",
-                                    (lim.key, window)).fetchone()
-                    if row is not None and row[0] >= lim.limit:
+                for lim in limits:
+                    end = window_end(lim, now)
+                    taken = c.execute(_TAKE, (lim.key, int(now // lim.window_s), end,
+                                              lim.limit)).fetchone()
+                    if taken is None:
                         c.execute("ROLLBACK")
-                        return max(window_end(lim, now) - now, 0.001)
-                for lim, window in zip(limits, windows, strict=True):
-                    c.execute("INSERT INTO rate_windows (key, window, hits) VALUES (?,?,1) "
-                              "ON CONFLICT (key, window) DO UPDATE SET hits = hits + 1",
-                              (lim.key, window))
-                    c.execute("DELETE FROM rate_windows WHERE key=? AND window<?",
-                              (lim.key, window))
+                        return max(end - now, 0.001)
+                if now - self._swept > SWEEP_EVERY_S:  # windows that ended: a few rows
+                    c.execute("DELETE FROM rate_windows WHERE until < ?", (now - 1.0,))
+                    self._swept = now
                 c.execute("COMMIT")
             except BaseException:
                 if c.in_transaction:
