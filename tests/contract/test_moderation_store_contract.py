@@ -72,6 +72,28 @@ async def test_mutes_and_freezes_are_idempotent(moderation_store_backend: Any) -
     assert (await other.conversation_moderation("c2")).muted == ["bob"]
 
 
+async def test_every_change_moves_the_version_seen_by_every_instance(
+        moderation_store_backend: Any) -> None:
+    store: ModerationStore = await moderation_store_backend.open()
+    other: ModerationStore = await moderation_store_backend.open()
+    seen = [await other.version()]
+    changes = [
+        lambda: store.set_ban(ban("bob")),
+        lambda: store.remove_ban("app", "bob"),
+        lambda: store.set_mute("app", "c1", "zed", True, "adm", T0),
+        lambda: store.set_mute("app", "c1", "zed", False, "adm", T0),
+        lambda: store.set_frozen("app", "c1", True, "adm", T0),
+        lambda: store.set_frozen("app", "c1", False, "adm", T0),
+    ]
+    for change in changes:
+        await change()
+        seen.append(await other.version())
+    assert all(b > a for a, b in zip(seen, seen[1:], strict=False)), seen
+    await store.get_ban("app", "bob")
+    await store.conversation_moderation("c1")
+    assert await other.version() == seen[-1], "reads change nothing"
+
+
 async def test_users_sessions_and_devices(moderation_store_backend: Any) -> None:
     moderation: ModerationStore = await moderation_store_backend.open()
     store = await store_beside(moderation_store_backend)

@@ -95,6 +95,12 @@ class ModerationStore(Protocol):
 
     async def conversation_moderation(self, conversation_id: str) -> ConversationModeration: ...
 
+    async def version(self) -> int:
+        """A number that grows with every ban, unban, mute, unmute, freeze and unfreeze, read
+        after the change is: a replica that sees it unchanged knows its cached moderation
+        state is current (one read per poll, however many users and conversations)."""
+        ...
+
     # users and sessions (the Store's users and sessions) ---------------------------------------
     async def record_device(self, device: SessionDevice) -> None:
         """Upsert what was seen of a session's device; None fields keep what was known."""

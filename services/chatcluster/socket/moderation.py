@@ -23,11 +23,13 @@ from chatcluster.socket.delivery import LocalDelivery
 
 log = logging.getLogger(__name__)
 
-# 2 s: a mute or freeze whose envelope was lost still holds everywhere within 2 s, at the cost
-# of one read per (conversation) and per (user) every 2 s on the send path.
-CACHE_TTL_S = 2.0
-# Recent bans are polled this often: the sockets of a banned user close within ~1 s even if
-# the envelope was lost (the same period as the session revocation poll).
+# What a replica read is kept this long. It stays right because every change bumps the store's
+# moderation version, polled every POLL_S: a changed version drops the whole cache. So a mute
+# or freeze whose envelope was lost still holds everywhere within ~POLL_S, and the send path
+# reads the store once per user and per conversation per minute, not per send.
+CACHE_TTL_S = 60.0
+# The version and recent bans are polled this often: the sockets of a banned user close
+# within ~1 s even if the envelope was lost (the same period as the session revocation poll).
 BAN_POLL_S = 1.0
 ENVELOPE_KIND = "moderation"
 MAX_CACHED = 100_000
@@ -43,12 +45,16 @@ class ModerationGate:
         self.delivery = delivery
         self._bans: dict[tuple[str, str], tuple[float, bool]] = {}
         self._conversations: dict[str, tuple[float, bool, frozenset[str]]] = {}
+        self._version: int | None = None
+        # Bumped whenever cached state may be stale: a read that started before is not kept.
+        self._generation = 0
 
     async def banned(self, app_id: str, user_id: str) -> bool:
         key = (app_id, user_id)
         hit = self._bans.get(key)
         if hit is not None and hit[0] > time.monotonic():
             return hit[1]
+        generation = self._generation
         try:
             ban = await asyncio.wait_for(self.store.get_ban(app_id, user_id), READ_DEADLINE_S)
         except Exception as exc:
@@ -58,13 +64,15 @@ class ModerationGate:
         active = rules.ban_active(ban, now_rfc3339())
         if len(self._bans) > MAX_CACHED:
             self._bans.clear()
-        self._bans[key] = (time.monotonic() + CACHE_TTL_S, active)
+        if generation == self._generation:
+            self._bans[key] = (time.monotonic() + CACHE_TTL_S, active)
         return active
 
     async def _conversation(self, conversation_id: str) -> tuple[bool, frozenset[str]]:
         hit = self._conversations.get(conversation_id)
         if hit is not None and hit[0] > time.monotonic():
             return hit[1], hit[2]
+        generation = self._generation
         try:
             found = await asyncio.wait_for(self.store.conversation_moderation(conversation_id),
                                            READ_DEADLINE_S)
@@ -75,8 +83,9 @@ class ModerationGate:
         if len(self._conversations) > MAX_CACHED:
             self._conversations.clear()
         muted = frozenset(found.muted)
-        self._conversations[conversation_id] = (time.monotonic() + CACHE_TTL_S, found.frozen,
-                                                muted)
+        if generation == self._generation:
+            self._conversations[conversation_id] = (time.monotonic() + CACHE_TTL_S,
+                                                    found.frozen, muted)
         return found.frozen, muted
 
     async def check(self, app_id: str, user_id: str, conversation_id: str,
@@ -90,6 +99,7 @@ class ModerationGate:
 
     def on_envelope(self, env: Envelope) -> None:
         """A change announced by the gateway: forget what it changed; close a banned user."""
+        self._generation += 1
         if env.conversation_id is not None:
             self._conversations.pop(env.conversation_id, None)
         for user in env.recipients:
@@ -106,6 +116,12 @@ class ModerationGate:
         while True:
             await asyncio.sleep(BAN_POLL_S)
             try:
+                version = await self.store.version()
+                if version != self._version:  # something changed: read it again when needed
+                    self._generation += 1
+                    self._bans.clear()
+                    self._conversations.clear()
+                    self._version = version
                 now = now_rfc3339()
                 for ban in await self.store.bans_since(rfc3339(time.time() - 10 * BAN_POLL_S)):
                     if rules.ban_active(ban, now) and self.delivery.connections_of(

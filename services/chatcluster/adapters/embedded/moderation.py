@@ -37,7 +37,11 @@ CREATE TABLE IF NOT EXISTS session_devices (
     user_agent TEXT, ip TEXT, last_refresh_at TEXT) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS sessions_by_user ON sessions(app_id, user_id);
 CREATE INDEX IF NOT EXISTS messages_by_sender ON messages(sender_id, id);
+CREATE TABLE IF NOT EXISTS moderation_version (id INTEGER PRIMARY KEY CHECK (id = 0),
+    v INTEGER NOT NULL);
+INSERT OR IGNORE INTO moderation_version (id, v) VALUES (0, 0);
 """
+_BUMP = "UPDATE moderation_version SET v = v + 1 WHERE id = 0"
 
 _msg_dec = msgspec.msgpack.Decoder(MessageState)
 # Rows decoded per step while filtering messages by time (their time is inside the blob).
@@ -60,15 +64,24 @@ class SqliteModerationStore:
 
     # bans ---------------------------------------------------------------------------------------
     async def set_ban(self, ban: Ban) -> None:
-        await self.db.write(lambda c: c.execute(
-            "INSERT OR REPLACE INTO bans (app_id, user_id, by, at, reason, expires_at) "
-            "VALUES (?,?,?,?,?,?)",
-            (ban.app_id, ban.user_id, ban.by, ban.at, ban.reason, ban.expires_at)))
+        def w(c: sqlite3.Connection) -> None:
+            c.execute("INSERT OR REPLACE INTO bans (app_id, user_id, by, at, reason, "
+                      "expires_at) VALUES (?,?,?,?,?,?)",
+                      (ban.app_id, ban.user_id, ban.by, ban.at, ban.reason, ban.expires_at))
+            c.execute(_BUMP)
+        await self.db.write(w)
 
     async def remove_ban(self, app_id: str, user_id: str) -> bool:
-        cur = await self.db.write(lambda c: c.execute(
-            "DELETE FROM bans WHERE app_id=? AND user_id=?", (app_id, user_id)))
-        return bool(cur.rowcount == 1)
+        def w(c: sqlite3.Connection) -> bool:
+            cur = c.execute("DELETE FROM bans WHERE app_id=? AND user_id=?", (app_id, user_id))
+            c.execute(_BUMP)
+            return bool(cur.rowcount == 1)
+        return await self.db.write(w)
+
+    async def version(self) -> int:
+        row = await self.db.read(lambda c: c.execute(
+            "SELECT v FROM moderation_version WHERE id = 0").fetchone())
+        return int(row[0]) if row else 0
 
     async def get_ban(self, app_id: str, user_id: str) -> Ban | None:
         row = await self.db.read(lambda c: c.execute(
@@ -100,6 +113,7 @@ class SqliteModerationStore:
             else:
                 cur = c.execute("DELETE FROM mutes WHERE conversation_id=? AND user_id=?",
                                 (conversation_id, user_id))
+            c.execute(_BUMP)
             return bool(cur.rowcount == 1)
         return await self.db.write(w)
 
@@ -113,6 +127,7 @@ class SqliteModerationStore:
             else:
                 cur = c.execute("DELETE FROM frozen_conversations WHERE conversation_id=?",
                                 (conversation_id,))
+            c.execute(_BUMP)
             return bool(cur.rowcount == 1)
         return await self.db.write(w)
 

@@ -44,6 +44,7 @@ class MongoModerationStore(MongoCollections):
         "mutes": [IndexModel([("conversation_id", ASCENDING)], name="mutes_by_conversation")],
         "frozen_conversations": [],
         "session_devices": [],
+        "moderation_version": [],
     }
 
     def __init__(self, url: str, database: str | None = None, **client_options: Any) -> None:
@@ -52,6 +53,7 @@ class MongoModerationStore(MongoCollections):
         self.mutes = self.db["mutes"]
         self.frozen = self.db["frozen_conversations"]
         self.devices = self.db["session_devices"]
+        self.versions = self.db["moderation_version"]
         self.users = self.db["users"]
         self.sessions = self.db["sessions"]
         self.conversations = self.db["conversations"]
@@ -64,11 +66,23 @@ class MongoModerationStore(MongoCollections):
             await self.bans.replace_one({"_id": pair_id(ban.app_id, ban.user_id)}, {
                 "app_id": ban.app_id, "user_id": ban.user_id, "by": ban.by, "at": ban.at,
                 "reason": ban.reason, "expires_at": ban.expires_at}, upsert=True)
+            await self._bump()
 
     async def remove_ban(self, app_id: str, user_id: str) -> bool:
         async with self._op():
             res = await self.bans.delete_one({"_id": pair_id(app_id, user_id)})
+            await self._bump()
         return res.deleted_count == 1
+
+    async def _bump(self) -> None:
+        """After a change (see ModerationStore.version): a poller that reads the new number
+        then reads the changed state."""
+        await self.versions.update_one({"_id": "v"}, {"$inc": {"v": 1}}, upsert=True)
+
+    async def version(self) -> int:
+        async with self._op():
+            doc = await self.versions.find_one({"_id": "v"})
+        return int(doc["v"]) if doc else 0
 
     async def get_ban(self, app_id: str, user_id: str) -> Ban | None:
         async with self._op():
@@ -95,9 +109,11 @@ class MongoModerationStore(MongoCollections):
                 skipped = await self._insert_new(self.mutes, [{
                     "_id": key, "conversation_id": conversation_id, "user_id": user_id,
                     "app_id": app_id, "by": by, "at": at}])
-                return not skipped
-            res = await self.mutes.delete_one({"_id": key})
-            return res.deleted_count == 1
+                changed = not skipped
+            else:
+                changed = (await self.mutes.delete_one({"_id": key})).deleted_count == 1
+            await self._bump()
+            return changed
 
     async def set_frozen(self, app_id: str, conversation_id: str, frozen: bool, by: str,
                          at: str) -> bool:
@@ -105,9 +121,12 @@ class MongoModerationStore(MongoCollections):
             if frozen:
                 skipped = await self._insert_new(self.frozen, [{
                     "_id": conversation_id, "app_id": app_id, "by": by, "at": at}])
-                return not skipped
-            res = await self.frozen.delete_one({"_id": conversation_id})
-            return res.deleted_count == 1
+                changed = not skipped
+            else:
+                changed = (await self.frozen.delete_one({"_id": conversation_id})
+                           ).deleted_count == 1
+            await self._bump()
+            return changed
 
     async def conversation_moderation(self, conversation_id: str) -> ConversationModeration:
         async with self._op():
