@@ -4,6 +4,7 @@ second instance), devices, and its reads of the Store's users, sessions, message
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 from chatcluster.domain import rules
@@ -88,7 +89,7 @@ async def test_every_change_moves_the_version_seen_by_every_instance(
     for change in changes:
         await change()
         seen.append(await other.version())
-    assert all(b > a for a, b in zip(seen, seen[1:], strict=False)), seen
+    assert all(b > a for a, b in itertools.pairwise(seen)), seen
     await store.get_ban("app", "bob")
     await store.conversation_moderation("c1")
     assert await other.version() == seen[-1], "reads change nothing"
