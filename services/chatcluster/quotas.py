@@ -2,13 +2,15 @@
 
 Each app's settings (``PUT /api/v1/admin/apps/{id}/settings``) may set its own limits; unset
 ones take the platform defaults below. Limits are per minute, in fixed one-minute windows
-shared by every replica (ports.ratelimit). Settings are cached for ``SETTINGS_TTL_S``, so a
-change applies within that long. A limiter or settings store that cannot be reached fails
-open (logged): a quota is not worth refusing service for.
+shared by every replica (ports.ratelimit). Settings are cached for ``SETTINGS_TTL_S`` and then
+refreshed in the background while the old copy keeps serving, so a change applies within
+seconds and a stopped settings store never holds up a request. A limiter that cannot be
+reached fails open (logged): a quota is not worth refusing service for.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Callable
@@ -25,6 +27,8 @@ DEFAULT_MESSAGES_PER_MINUTE = 600_000  # per app
 DEFAULT_MESSAGES_PER_MINUTE_PER_USER = 1_200
 WINDOW_S = 60.0
 SETTINGS_TTL_S = 5.0
+FIRST_READ_DEADLINE_S = 0.5
+REFRESH_DEADLINE_S = 5.0
 
 
 class Quotas:
@@ -34,22 +38,45 @@ class Quotas:
         self.settings = settings
         self.clock = clock
         self._cache: dict[str, tuple[float, AppSettings | None]] = {}
+        self._refreshing: set[str] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
 
     async def _app_settings(self, app_id: str) -> AppSettings | None:
+        """Cached settings; an expired copy is served while one task refreshes it, so a slow
+        or stopped settings store never holds up a send or a sign-in."""
         if self.settings is None:
             return None
-        now = time.monotonic()
         hit = self._cache.get(app_id)
-        if hit is not None and hit[0] > now:
+        if hit is not None:
+            if hit[0] <= time.monotonic() and app_id not in self._refreshing:
+                self._refreshing.add(app_id)
+                task = asyncio.create_task(self._refresh(app_id))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
             return hit[1]
+        try:  # never read yet: wait a little, else the defaults until a read succeeds
+            found = await asyncio.wait_for(self.settings.get_app_settings(app_id),
+                                           FIRST_READ_DEADLINE_S)
+        except (TimeoutError, Unavailable):
+            return None
+        self._keep(app_id, found)
+        return found
+
+    async def _refresh(self, app_id: str) -> None:
+        assert self.settings is not None
         try:
-            found = await self.settings.get_app_settings(app_id)
-        except Unavailable:
-            return hit[1] if hit is not None else None
+            self._keep(app_id, await asyncio.wait_for(
+                self.settings.get_app_settings(app_id), REFRESH_DEADLINE_S))
+        except (TimeoutError, Unavailable) as exc:
+            log.warning("app settings unreadable; keeping the last copy",
+                        extra={"fields": {"app": app_id, "error": repr(exc)}})
+        finally:
+            self._refreshing.discard(app_id)
+
+    def _keep(self, app_id: str, found: AppSettings | None) -> None:
         if len(self._cache) > 100_000:
             self._cache.clear()
-        self._cache[app_id] = (now + SETTINGS_TTL_S, found)
-        return found
+        self._cache[app_id] = (time.monotonic() + SETTINGS_TTL_S, found)
 
     async def _acquire(self, limits: list[Limit]) -> float:
         try:
