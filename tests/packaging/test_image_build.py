@@ -87,17 +87,34 @@ def test_every_entry_point_starts_in_the_image(image: Image, container: str) -> 
         assert f"chatcluster {command}" in proc.stdout
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
+def free_ports(count: int) -> int:
+    """A port P with P .. P+count-1 all free: `up --port P` takes the gateway's port and the
+    ones after it (socket replicas, the consumers' probe)."""
+    for _ in range(200):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            first: int = s.getsockname()[1]
+        if first + count > 65535:
+            continue
+        held = []
+        try:
+            for port in range(first, first + count):
+                sock = socket.socket()
+                held.append(sock)
+                sock.bind(("127.0.0.1", port))
+            return first
+        except OSError:
+            continue
+        finally:
+            for sock in held:
+                sock.close()
+    raise RuntimeError("no run of free ports found")
 
 
 def test_the_image_runs_a_whole_cluster(image: Image, container: str, tmp_path: Path) -> None:
     """`chatcluster up` inside the image as its unprivileged user: gateway, socket replicas
     and consumers start, and the gateway answers on loopback."""
-    port = free_port()
+    port = free_ports(4)  # gateway, 2 socket replicas, consumers' probe
     with (tmp_path / "up.log").open("w") as log:
         proc = subprocess.Popen(
             image.command(container, "chatcluster", "up", "--json", "--port", str(port),
