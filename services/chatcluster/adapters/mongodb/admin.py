@@ -10,20 +10,12 @@ on top of the other. Records are plain documents (msgspec builtins).
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-from collections.abc import AsyncIterator
 from typing import Any, TypeVar
-from urllib.parse import parse_qsl
 
 import msgspec
-from pymongo import ASCENDING, DESCENDING, AsyncMongoClient, IndexModel
-from pymongo.asynchronous.database import AsyncDatabase
+from pymongo import ASCENDING, DESCENDING, IndexModel
 from pymongo.errors import (
-    ConnectionFailure,
     DuplicateKeyError,
-    OperationFailure,
-    WriteConcernError,
 )
 
 from chatcluster.auth.admin import after_failure
@@ -40,13 +32,7 @@ from chatcluster.ports.admin import (
     SecretGrace,
 )
 
-from .store import (
-    CONNECT_TIMEOUT_MS,
-    DEFAULT_DATABASE,
-    NAMESPACE_EXISTS,
-    SERVER_SELECTION_TIMEOUT_MS,
-    SOCKET_TIMEOUT_MS,
-)
+from .collections import MongoCollections
 
 Doc = dict[str, Any]
 T = TypeVar("T")
@@ -76,22 +62,11 @@ def _load(kind: type[T], doc: Doc) -> T:
     return msgspec.convert(doc, kind)
 
 
-class MongoAdminStore:
+class MongoAdminStore(MongoCollections):
+    INDEXES = {name: INDEXES.get(name, []) for name in COLLECTIONS}
+
     def __init__(self, url: str, database: str | None = None, **client_options: Any) -> None:
-        given = {k.lower() for k, _ in parse_qsl(url.partition("?")[2])}
-        given |= {k.lower() for k in client_options}
-        defaults: dict[str, Any] = {}
-        if "serverselectiontimeoutms" not in given:
-            defaults["serverSelectionTimeoutMS"] = SERVER_SELECTION_TIMEOUT_MS
-        if "connecttimeoutms" not in given:
-            defaults["connectTimeoutMS"] = CONNECT_TIMEOUT_MS
-        if "sockettimeoutms" not in given:
-            defaults["socketTimeoutMS"] = SOCKET_TIMEOUT_MS
-        if not given & {"w", "journal", "j"}:
-            defaults.update(w="majority", journal=True)
-        self.client: AsyncMongoClient[Doc] = AsyncMongoClient(url, **defaults, **client_options)
-        self.db: AsyncDatabase[Doc] = (self.client[database] if database is not None else
-                                       self.client.get_default_database(DEFAULT_DATABASE))
+        super().__init__(url, database, **client_options)
         self.admins = self.db["admins"]
         self.tokens = self.db["admin_tokens"]
         self.lockouts = self.db["admin_lockouts"]
@@ -100,43 +75,6 @@ class MongoAdminStore:
         self.audit = self.db["admin_audit"]
         self.settings = self.db["app_settings"]
         self.grace = self.db["app_secret_grace"]
-        self._ready = False
-        self._setup_lock = asyncio.Lock()
-        self._closed = False
-
-    async def _setup(self) -> None:
-        async with self._setup_lock:
-            if self._ready:
-                return
-            existing = set(await self.db.list_collection_names())
-            for name in COLLECTIONS:
-                if name not in existing:
-                    try:
-                        await self.db.create_collection(name, check_exists=False)
-                    except OperationFailure as exc:
-                        if exc.code != NAMESPACE_EXISTS:
-                            raise
-            for name, models in INDEXES.items():
-                have = {ix["name"] async for ix in await self.db[name].list_indexes()}
-                for model in models:  # one per command: see MongoStore._setup (FerretDB 1.24)
-                    if model.document["name"] not in have:
-                        await self.db[name].create_indexes([model])
-            self._ready = True
-
-    @contextlib.asynccontextmanager
-    async def _op(self) -> AsyncIterator[None]:
-        if self._closed:
-            raise Unavailable("admin store is closed")
-        try:
-            if not self._ready:
-                await self._setup()
-            yield
-        except ConnectionFailure as exc:
-            detail = str(exc).split(",", 1)[0][:200]
-            raise Unavailable(f"admin store unreachable ({type(exc).__name__}: {detail})"
-                              ) from exc
-        except WriteConcernError as exc:
-            raise Unavailable(f"admin store write not acknowledged as durable: {exc}") from exc
 
     # admins -----------------------------------------------------------------------------------
     async def create_admin(self, admin: AdminRecord) -> None:
@@ -329,13 +267,3 @@ class MongoAdminStore:
         async with self._op():
             await self.settings.delete_one({"_id": app_id})
             await self.grace.delete_one({"_id": app_id})
-
-    async def ping(self) -> None:
-        async with self._op():
-            await self.db.command("ping")
-
-    async def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        await self.client.close()
