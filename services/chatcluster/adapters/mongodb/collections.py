@@ -1,6 +1,6 @@
 """What the smaller MongoDB adapters (admin, moderation, webhooks, usage) share with
-``store.MongoStore``: one client with the same durable defaults and timeouts, collections and indexes created once and
-idempotently, and connection failures surfaced as ``Unavailable``."""
+``store.MongoStore``: one client with the same durable defaults and timeouts, collections and
+indexes created once and idempotently, and connection failures surfaced as ``Unavailable``."""
 
 from __future__ import annotations
 
