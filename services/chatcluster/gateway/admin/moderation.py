@@ -30,6 +30,7 @@ from chatcluster.domain.errors import NotFound
 from chatcluster.domain.ids import now_rfc3339, rfc3339
 from chatcluster.domain.model import ConversationState, MessageState
 from chatcluster.domain.moderation import Ban, ban_active
+from chatcluster.gateway.admin.scope import require_app
 from chatcluster.ports.fanout import Envelope, Fanout
 from chatcluster.ports.moderation import ModerationStore
 from chatcluster.ports.sequencer import Sequencer
@@ -92,11 +93,7 @@ def build_router(*, authorize: Authorize, store: Store, moderation: ModerationSt
     moderator = Depends(authorize("moderator"))
 
     async def _app(app_id: str, me: Any) -> None:
-        check = getattr(me, "check_app", None)
-        if check is not None:
-            check(app_id)
-        if await store.get_app(app_id) is None:
-            raise NotFound("no such app")
+        await require_app(store, me, app_id)
 
     async def _user(app_id: str, user_id: str, me: Any) -> None:
         await _app(app_id, me)

@@ -15,7 +15,8 @@ import msgspec
 from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel, Field
 
-from chatcluster.domain.errors import BadRequest, NotFound
+from chatcluster.domain.errors import BadRequest
+from chatcluster.gateway.admin.scope import require_app
 from chatcluster.ports.store import Store
 from chatcluster.ports.usage import TOKENS_ISSUED, DailyUsage, UsageKey, UsageStore
 
@@ -93,11 +94,7 @@ def build_router(*, authorize: Authorize, store: UsageStore, apps: Store,
                     to: Annotated[str | None, Query(
                         max_length=10, description="last day, inclusive (default: today, "
                                                    "UTC)")] = None) -> Any:
-        check = getattr(me, "check_app", None)
-        if check is not None:
-            check(app_id)
-        if await apps.get_app(app_id) is None:
-            raise NotFound("no such app")
+        await require_app(apps, me, app_id)
         last = _day(to, "to", today())
         first = _day(from_, "from", last - timedelta(days=DEFAULT_DAYS - 1))
         if first > last:

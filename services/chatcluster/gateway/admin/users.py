@@ -29,6 +29,7 @@ from pydantic import BaseModel, Field
 from chatcluster.domain.errors import BadRequest, NotFound
 from chatcluster.domain.ids import now_rfc3339
 from chatcluster.domain.moderation import ban_active
+from chatcluster.gateway.admin.scope import require_app
 from chatcluster.ports.fanout import Envelope, Fanout
 from chatcluster.ports.moderation import ModerationStore, SessionInfo, UserRecord
 from chatcluster.ports.store import Store
@@ -131,11 +132,7 @@ def build_router(*, authorize: Authorize, store: Store, moderation: ModerationSt
     admin_role = Depends(authorize("admin"))
 
     async def _app(app_id: str, me: Any) -> None:
-        check = getattr(me, "check_app", None)
-        if check is not None:
-            check(app_id)
-        if await store.get_app(app_id) is None:
-            raise NotFound("no such app")
+        await require_app(store, me, app_id)
 
     async def _user(app_id: str, user_id: str, me: Any) -> UserRecord:
         await _app(app_id, me)

@@ -25,6 +25,7 @@ from pydantic import BaseModel, Field, field_validator
 
 from chatcluster.domain.errors import BadRequest, NotFound
 from chatcluster.domain.ids import new_id, now_rfc3339, rfc3339
+from chatcluster.gateway.admin.scope import require_app
 from chatcluster.ports.store import Store
 from chatcluster.ports.webhooks import EVENT_TYPES, Delivery, DeliveryStatus, Endpoint, WebhookStore
 
@@ -165,11 +166,7 @@ def build_router(*, authorize: Authorize, store: WebhookStore, apps: Store,
     admin_role = Depends(authorize("admin"))
 
     async def _app(app_id: str, me: Any) -> None:
-        check = getattr(me, "check_app", None)
-        if check is not None:
-            check(app_id)
-        if await apps.get_app(app_id) is None:
-            raise NotFound("no such app")
+        await require_app(apps, me, app_id)
 
     async def _endpoint(app_id: str, endpoint_id: str, me: Any) -> Endpoint:
         await _app(app_id, me)
