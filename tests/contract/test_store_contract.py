@@ -59,6 +59,23 @@ async def test_apps_users_and_sessions(store_backend) -> None:
     assert await store.revoked_sessions_since("2026-01-01T00:00:06.000Z") == []
 
 
+
+async def test_sign_in_writes_the_user_and_the_session(store_backend) -> None:
+    store: Store = (await store_backend.open())
+    await store.sign_in(Session(id="s1", app_id="app", user_id="carol", refresh_jti="j1",
+                                created_at=T0), "Carol")
+    await store.sign_in(Session(id="s2", app_id="app", user_id="carol", refresh_jti="j2",
+                                created_at=T0), None)  # again, without a name: kept
+    await store.sign_in(Session(id="s3", app_id="app", user_id="dan", refresh_jti="j3",
+                                created_at=T0), None)
+    other: Store = (await store_backend.open())
+    assert await other.display_names("app", ["carol", "dan"]) == {"carol": "Carol", "dan": None}
+    first, second = await other.get_session("s1"), await other.get_session("s2")
+    assert (first.user_id, first.refresh_jti, first.revoked_at) == ("carol", "j1", None)
+    assert (second.user_id, second.refresh_jti) == ("carol", "j2")
+    assert (await other.get_session("s3")).user_id == "dan"
+
+
 async def test_direct_conversations_are_unique_per_pair(store_backend) -> None:
     store: Store = (await store_backend.open())
     first = await store.create_conversation(conversation("c1", ["a", "b"], direct=True))

@@ -122,6 +122,11 @@ class Store(Protocol):
 
     async def create_session(self, session: Session) -> None: ...
 
+    async def sign_in(self, session: Session, display_name: str | None) -> None:
+        """``ensure_user`` for the session's user (at ``session.created_at``), then
+        ``create_session``: the token route's writes, in one round trip where the backend can."""
+        ...
+
     async def get_session(self, session_id: str) -> Session | None: ...
 
     async def rotate_refresh(self, session_id: str, old_jti: str, new_jti: str) -> bool:

@@ -68,6 +68,17 @@ _enc = msgspec.msgpack.Encoder()
 _conv_dec = msgspec.msgpack.Decoder(ConversationState)
 _msg_dec = msgspec.msgpack.Decoder(MessageState)
 
+_ENSURE_USER = (
+    "INSERT INTO users (app_id, user_id, display_name, created_at) VALUES (?,?,?,?) "
+    "ON CONFLICT (app_id, user_id) DO UPDATE SET "
+    "display_name = COALESCE(excluded.display_name, display_name)")
+_CREATE_SESSION = ("INSERT INTO sessions (id, app_id, user_id, refresh_jti, created_at, "
+                   "revoked_at) VALUES (?,?,?,?,?,?)")
+
+
+def _session_row(s: Session) -> tuple[str, str, str, str, str, str | None]:
+    return (s.id, s.app_id, s.user_id, s.refresh_jti, s.created_at, s.revoked_at)
+
 
 class SqliteStore:
     def __init__(self, state_dir: Path) -> None:
@@ -114,10 +125,7 @@ class SqliteStore:
     async def ensure_user(self, app_id: str, user_id: str, display_name: str | None,
                           now: str) -> None:
         await self.db.write(lambda c: c.execute(
-            "INSERT INTO users (app_id, user_id, display_name, created_at) VALUES (?,?,?,?) "
-            "ON CONFLICT (app_id, user_id) DO UPDATE SET "
-            "display_name = COALESCE(excluded.display_name, display_name)",
-            (app_id, user_id, display_name, now)))
+            _ENSURE_USER, (app_id, user_id, display_name, now)))
 
     async def display_names(self, app_id: str, user_ids: list[str]) -> dict[str, str | None]:
         def q(c: sqlite3.Connection) -> dict[str, str | None]:
@@ -128,10 +136,14 @@ class SqliteStore:
         return await self.db.read(q) if user_ids else {}
 
     async def create_session(self, session: Session) -> None:
-        await self.db.write(lambda c: c.execute(
-            "INSERT INTO sessions (id, app_id, user_id, refresh_jti, created_at, revoked_at) "
-            "VALUES (?,?,?,?,?,?)", (session.id, session.app_id, session.user_id,
-                                     session.refresh_jti, session.created_at, session.revoked_at)))
+        await self.db.write(lambda c: c.execute(_CREATE_SESSION, _session_row(session)))
+
+    async def sign_in(self, session: Session, display_name: str | None) -> None:
+        def w(c: sqlite3.Connection) -> None:  # one savepoint: both rows or neither
+            c.execute(_ENSURE_USER, (session.app_id, session.user_id, display_name,
+                                     session.created_at))
+            c.execute(_CREATE_SESSION, _session_row(session))
+        await self.db.write(w)
 
     async def get_session(self, session_id: str) -> Session | None:
         row = await self.db.read(lambda c: c.execute(

@@ -334,6 +334,13 @@ class MongoStore:
                 "refresh_jti": session.refresh_jti, "created_at": session.created_at,
                 "revoked_at": session.revoked_at})
 
+    async def sign_in(self, session: Session, display_name: str | None) -> None:
+        # Two collections and no transactions on FerretDB: the user first, so a session never
+        # names a user that is not there (a crash in between leaves a user, harmless).
+        await self.ensure_user(session.app_id, session.user_id, display_name,
+                               session.created_at)
+        await self.create_session(session)
+
     async def get_session(self, session_id: str) -> Session | None:
         async with self._op():
             doc = await self.sessions.find_one({"_id": session_id})
