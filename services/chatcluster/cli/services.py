@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import functools
 import logging
 import os
 import signal
@@ -30,7 +31,8 @@ from chatcluster.gateway.admin import usage as usage_routes
 from chatcluster.gateway.admin import users as user_routes
 from chatcluster.gateway.admin import webhooks as webhook_routes
 from chatcluster.gateway.admin.auth import Auditor
-from chatcluster.gateway.app import create_gateway
+from chatcluster.gateway.app import create_gateway, live_socket_urls
+from chatcluster.gateway.signin import SignInCache
 from chatcluster.observability import serve_probes, setup_logging
 from chatcluster.pipeline import retention
 from chatcluster.pipeline.runner import Pipeline
@@ -116,6 +118,11 @@ async def run_gateway(state_dir: Path, urls: BackendUrls, host: str, port: int,
     limiter = open_rate_limiter(state_dir, urls)
     removal = MessageRemoval(store=backends.store, sequencer=backends.sequencer,
                              bus=backends.bus, fanout=backends.fanout, origin="gateway")
+    url_watch = socket_urls_watch()
+    if url_watch is not None:
+        await url_watch.start()
+    signin = SignInCache(backends.store, moderation, functools.partial(
+        live_socket_urls, backends.registry, url_watch.current if url_watch else None))
     admin_routers = [
         lambda authorize: user_routes.build_router(
             authorize=authorize, store=backends.store, moderation=moderation,
@@ -123,15 +130,12 @@ async def run_gateway(state_dir: Path, urls: BackendUrls, host: str, port: int,
         lambda authorize: moderation_routes.build_router(
             authorize=authorize, store=backends.store, moderation=moderation,
             fanout=backends.fanout, sequencer=backends.sequencer, removal=removal,
-            auditor=auditor),
+            auditor=auditor, on_change=signin.forget_moderation),
         lambda authorize: webhook_routes.build_router(
             authorize=authorize, store=webhook_store, apps=backends.store, auditor=auditor),
         lambda authorize: usage_routes.build_router(
             authorize=authorize, store=usage_store, apps=backends.store),
     ]
-    url_watch = socket_urls_watch()
-    if url_watch is not None:
-        await url_watch.start()
     configured = os.environ.get("CHAT_ADMIN_TOKEN")
 
     def keep_root_token(token: str) -> None:  # a Secret (CHAT_ADMIN_TOKEN) is not ours to edit
@@ -143,8 +147,7 @@ async def run_gateway(state_dir: Path, urls: BackendUrls, host: str, port: int,
                          admin_token=configured or creds.admin_token, admin_store=admin_store,
                          on_root_rotated=keep_root_token, admin_routers=admin_routers,
                          on_token_issued=count_token, moderation=moderation,
-                         quotas=Quotas(limiter, admin_store),
-                         socket_urls=url_watch.current if url_watch else None)
+                         quotas=Quotas(limiter, admin_store), signin=signin)
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((host, port))

@@ -23,15 +23,16 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from chatcluster import __version__
 from chatcluster.auth.tokens import TokenIssuer, new_secret, secret_digest, secret_matches
 from chatcluster.domain.errors import ChatError, Unauthorized
 from chatcluster.domain.ids import new_id, now_rfc3339
 from chatcluster.domain.model import App, Session
-from chatcluster.domain.moderation import ban_active
 from chatcluster.gateway.admin import RouterFactory, mount_admin
 from chatcluster.gateway.admin.apps import secret_in_grace
+from chatcluster.gateway.signin import SignInCache
 from chatcluster.ports.admin import AdminStore
 from chatcluster.ports.fanout import Envelope, Fanout
 from chatcluster.ports.moderation import ModerationStore, SessionDevice
@@ -130,6 +131,44 @@ def _error(status: int, code: str, message: str, headers: dict[str, str] | None 
                         headers=headers)
 
 
+class Observe:
+    """Counts and times every request by route, and turns an unhandled exception into a
+    logged JSON 500. Plain ASGI: Starlette's ``BaseHTTPMiddleware`` costs a task, a stream and a
+    copy of the body per request, about a fifth of the token route's CPU (bench/token_route.py).
+    """
+
+    def __init__(self, app: ASGIApp, requests: Counter, latency: Histogram) -> None:
+        self.app = app
+        self.requests = requests
+        self.latency = latency
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+        responded = False
+
+        async def observed_send(message: Message) -> None:
+            nonlocal status, responded
+            if message["type"] == "http.response.start":
+                status, responded = message["status"], True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, observed_send)
+        except Exception:
+            log.exception("unhandled error", extra={"fields": {"path": scope.get("path")}})
+            status = 500
+            if not responded:  # else the client sees the answer cut short
+                await _error(500, "internal", "internal error")(scope, receive, send)
+        # The router records the matched route in the scope it was given (this one).
+        name = getattr(scope.get("route"), "path", "unmatched")
+        self.requests.labels(name, str(status)).inc()
+        self.latency.labels(name).observe(time.perf_counter() - started)
+
+
 def create_gateway(*, store: Store, registry: Registry, fanout: Fanout, tokens: TokenIssuer,
                    admin_token: str, admin_store: AdminStore | None = None,
                    on_root_rotated: Callable[[str], None] | None = None,
@@ -138,10 +177,17 @@ def create_gateway(*, store: Store, registry: Registry, fanout: Fanout, tokens: 
                    socket_urls: Callable[[], list[str] | None] | None = None,
                    on_token_issued: Callable[[str, str], None] | None = None,
                    moderation: ModerationStore | None = None,
-                   quotas: Quotas | None = None) -> FastAPI:
+                   quotas: Quotas | None = None,
+                   signin: SignInCache | None = None) -> FastAPI:
     """The gateway. With an ``admin_store`` it serves the whole admin API (docs/admin.md) and
     includes ``admin_routers``; without one, only the root token's ``POST /api/v1/admin/apps``.
+    ``signin`` is the sign-in cache the admin routers given here also invalidate (a fresh one
+    over ``store`` and ``moderation`` if None).
     """
+    if signin is None:
+        signin = SignInCache(store, moderation,
+                             lambda: live_socket_urls(registry, socket_urls))
+    cache = signin
     app = FastAPI(title="chatcluster gateway", version=__version__,
                   description="Credentials in, tokens and live socket URLs out. Messaging is "
                               "on the socket replicas (see docs/protocol.md).",
@@ -154,19 +200,7 @@ def create_gateway(*, store: Store, registry: Registry, fanout: Fanout, tokens: 
     tokens_issued = Counter("chat_gateway_tokens_issued", "Token pairs issued", ["kind"],
                             registry=metrics)
 
-    @app.middleware("http")
-    async def observe(request: Request, call_next: Any) -> Any:
-        started = time.perf_counter()
-        try:
-            response = await call_next(request)
-        except Exception:
-            log.exception("unhandled error", extra={"fields": {"path": request.url.path}})
-            response = _error(500, "internal", "internal error")
-        route = request.scope.get("route")
-        name = getattr(route, "path", "unmatched")
-        requests.labels(name, str(response.status_code)).inc()
-        latency.labels(name).observe(time.perf_counter() - started)
-        return response
+    app.add_middleware(Observe, requests=requests, latency=latency)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -190,22 +224,28 @@ def create_gateway(*, store: Store, registry: Registry, fanout: Fanout, tokens: 
         return {"access_token": access, "refresh_token": refresh, "token_type": "Bearer",
                 "expires_in": tokens.access_ttl,
                 "user": {"id": user_ref_id(app_id, user_id), "external_id": user_id},
-                "socket_urls": await live_socket_urls(registry, socket_urls),
+                "socket_urls": await cache.socket_urls(),
                 "socket_connection_guide": CONNECTION_GUIDE}
 
     @app.post("/api/v1/auth/sdk/token", response_model=TokenResponse, tags=["auth"],
               summary="Sign a user in (server to server: the app secret never ships in a client)")
     async def sdk_token(body: TokenRequest, request: Request) -> Any:
-        found = await store.get_app(body.app_id)
-        digest = found.secret_digest if found is not None else _DUMMY_DIGEST
-        # Compare even for an unknown app, so the two failures take the same time.
-        matches = secret_matches(body.app_secret, digest)
-        if not matches and admin_store is not None:  # the previous secret, while in grace
-            matches = await secret_in_grace(admin_store, body.app_id, body.app_secret,
-                                            clock())
-        if not matches or found is None or found.disabled:
+        found = await cache.app(body.app_id)
+        if found is None or not secret_matches(body.app_secret, found.secret_digest):
+            # Not the cached secret: ask the store (a secret rotated on another gateway).
+            found = await cache.app(body.app_id, fresh=True)
+            digest = found.secret_digest if found is not None else _DUMMY_DIGEST
+            # Compare even for an unknown app, so the two failures take the same time.
+            matches = secret_matches(body.app_secret, digest)
+            if not matches and admin_store is not None:  # the previous secret, while in grace
+                matches = await secret_in_grace(admin_store, body.app_id, body.app_secret,
+                                                clock())
+            if not matches:
+                found = None
+        if found is None or found.disabled:
             return _error(401, "invalid_credentials", "unknown app or wrong secret")
-        if await _banned(found.id, body.user_external_id):
+        now = now_rfc3339()
+        if await cache.banned(found.id, body.user_external_id, now):
             return _error(403, "user_banned", "this user is banned from the app")
         if quotas is not None:
             wait = await quotas.token(found.id, body.user_external_id)
@@ -213,12 +253,10 @@ def create_gateway(*, store: Store, registry: Registry, fanout: Fanout, tokens: 
                 return _error(429, "rate_limited", "too many token requests for this app or "
                               "user; retry after the Retry-After seconds",
                               headers={"Retry-After": str(math.ceil(wait))})
-        now = now_rfc3339()
-        await store.ensure_user(found.id, body.user_external_id, body.display_name, now)
         session_id, jti = new_id("s"), secrets.token_urlsafe(16)
-        await store.create_session(Session(id=session_id, app_id=found.id,
-                                           user_id=body.user_external_id, refresh_jti=jti,
-                                           created_at=now))
+        await store.sign_in(Session(id=session_id, app_id=found.id,
+                                    user_id=body.user_external_id, refresh_jti=jti,
+                                    created_at=now), body.display_name)
         tokens_issued.labels("sdk").inc()
         _seen(request, found.id, body.user_external_id, session_id, None)
         if on_token_issued is not None:  # usage per app and day (never blocks the route)
@@ -232,10 +270,10 @@ def create_gateway(*, store: Store, registry: Registry, fanout: Fanout, tokens: 
         session = await store.get_session(claims.session_id)
         if session is None or session.revoked_at is not None:
             raise Unauthorized("session revoked")
-        owner = await store.get_app(session.app_id)
+        owner = await cache.app(session.app_id)
         if owner is None or owner.disabled:
             raise Unauthorized("app disabled")
-        if await _banned(session.app_id, session.user_id):
+        if await cache.banned(session.app_id, session.user_id, now_rfc3339()):
             return _error(403, "user_banned", "this user is banned from the app")
         new_jti = secrets.token_urlsafe(16)
         if not await store.rotate_refresh(session.id, claims.jti, new_jti):
@@ -249,11 +287,6 @@ def create_gateway(*, store: Store, registry: Registry, fanout: Fanout, tokens: 
         if on_token_issued is not None:
             on_token_issued(session.app_id, new_jti)
         return await issue_pair(session.app_id, session.user_id, session.id, new_jti)
-
-    async def _banned(app_id: str, user_id: str) -> bool:
-        if moderation is None:
-            return False
-        return ban_active(await moderation.get_ban(app_id, user_id), now_rfc3339())
 
     recording: set[asyncio.Task[None]] = set()
 
@@ -299,7 +332,8 @@ def create_gateway(*, store: Store, registry: Registry, fanout: Fanout, tokens: 
     if admin_store is not None:
         mount_admin(app, store=store, admin_store=admin_store, fanout=fanout,
                     root_token=admin_token, on_root_rotated=on_root_rotated,
-                    extra_routers=admin_routers, clock=clock)
+                    extra_routers=admin_routers, clock=clock,
+                    on_app_changed=cache.forget_app)
     else:
         @app.post("/api/v1/admin/apps", status_code=201, response_model=AppCreated,
                   tags=["admin"], summary="Create an app (tenant); its secret is shown only here")

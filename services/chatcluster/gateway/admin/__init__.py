@@ -36,13 +36,14 @@ RouterFactory = Callable[[Authorize], APIRouter]
 def mount_admin(app: FastAPI, *, store: Store, admin_store: AdminStore, fanout: Fanout,
                 root_token: str, clock: Clock = time.time,
                 on_root_rotated: Callable[[str], None] | None = None,
-                extra_routers: Sequence[RouterFactory] = ()) -> AdminAuth:
+                extra_routers: Sequence[RouterFactory] = (),
+                on_app_changed: Callable[[str], None] = lambda _: None) -> AdminAuth:
     auth = AdminAuth(admin_store, root_token, Auditor(admin_store), clock)
     app.add_exception_handler(AdminError, admin_error_response)
     app.include_router(admins.build_router(auth=auth, store=admin_store,
                                            on_root_rotated=on_root_rotated))
     app.include_router(apps.build_router(auth=auth, store=store, admin_store=admin_store,
-                                         fanout=fanout))
+                                         fanout=fanout, on_app_changed=on_app_changed))
     app.include_router(audit.build_router(auth=auth, store=admin_store))
     for factory in extra_routers:
         app.include_router(factory(auth.require_role))

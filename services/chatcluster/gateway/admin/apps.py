@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hmac
 import logging
+from collections.abc import Callable
 from typing import Annotated, Any
 from urllib.parse import urlsplit
 
@@ -123,7 +124,10 @@ async def secret_in_grace(admin_store: AdminStore, app_id: str, secret: str,
 
 
 def build_router(*, auth: AdminAuth, store: Store, admin_store: AdminStore,
-                 fanout: Fanout) -> APIRouter:
+                 fanout: Fanout, on_app_changed: Callable[[str], None] = lambda _: None
+                 ) -> APIRouter:
+    """``on_app_changed(app_id)`` runs after every change to an app's name, secret, state or
+    existence: the gateway's sign-in cache drops its copy (gateway/signin.py)."""
     router = APIRouter(prefix="/api/v1/admin/apps", tags=["admin: apps"],
                        responses=ADMIN_ERRORS)
     audit = auth.auditor
@@ -191,6 +195,7 @@ def build_router(*, auth: AdminAuth, store: Store, admin_store: AdminStore,
         updated = await store.update_app(app_id, name=body.name)
         if updated is None:
             raise NotFound("no such app")
+        on_app_changed(app_id)
         await audit.record(request, me, "app.rename", target=app_id, app_id=app_id,
                            detail={"from": before.name, "to": body.name})
         return _view(updated, await admin_store.get_secret_grace(app_id), auth.clock())
@@ -208,6 +213,7 @@ def build_router(*, auth: AdminAuth, store: Store, admin_store: AdminStore,
         secret = new_secret()
         if await store.update_app(app_id, secret_digest=secret_digest(secret)) is None:
             raise NotFound("no such app")
+        on_app_changed(app_id)
         await audit.record(request, me, "app.secret.rotate", target=app_id, app_id=app_id,
                            detail={"grace_seconds": body.grace_seconds})
         return {"app_id": app_id, "app_secret": secret,
@@ -219,6 +225,7 @@ def build_router(*, auth: AdminAuth, store: Store, admin_store: AdminStore,
         updated = await store.update_app(app_id, disabled=disabled)
         if updated is None:
             raise NotFound("no such app")
+        on_app_changed(app_id)
         if disabled:
             await _revoke_app(app_id)
         await audit.record(request, me, "app.disable" if disabled else "app.enable",
@@ -242,6 +249,7 @@ def build_router(*, auth: AdminAuth, store: Store, admin_store: AdminStore,
                          me: AdminPrincipal = owner) -> Response:
         await _app(app_id, me)
         await store.delete_app(app_id)
+        on_app_changed(app_id)
         await admin_store.forget_app(app_id)
         await _revoke_app(app_id)
         await audit.record(request, me, "app.delete", target=app_id, app_id=app_id)

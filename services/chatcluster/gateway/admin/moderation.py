@@ -86,7 +86,10 @@ def ban_view(ban: Ban) -> dict[str, Any]:
 def build_router(*, authorize: Authorize, store: Store, moderation: ModerationStore,
                  fanout: Fanout, sequencer: Sequencer, removal: MessageRemoval,
                  auditor: AuditRecorder,
-                 clock: Callable[[], float] = time.time) -> APIRouter:
+                 clock: Callable[[], float] = time.time,
+                 on_change: Callable[[], None] = lambda: None) -> APIRouter:
+    """``on_change()`` runs after every ban, unban, mute and freeze change: the gateway's
+    sign-in cache forgets the bans it holds (gateway/signin.py)."""
     router = APIRouter(prefix="/api/v1/admin/apps/{app_id}", tags=["admin: moderation"],
                        responses=ADMIN_ERRORS)
     viewer = Depends(authorize("viewer"))
@@ -108,6 +111,7 @@ def build_router(*, authorize: Authorize, store: Store, moderation: ModerationSt
         return found
 
     async def _announce(env: Envelope) -> None:
+        on_change()
         try:
             await fanout.publish(env)
         except Exception:  # replicas' caches expire within socket.moderation.CACHE_TTL_S

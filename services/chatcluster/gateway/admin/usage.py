@@ -108,31 +108,46 @@ def build_router(*, authorize: Authorize, store: UsageStore, apps: Store,
 
 
 class TokenCounter:
-    """The gateway's ``on_token_issued``: counts a token pair in the UsageStore in the
-    background, so the token route never waits for it (a crash may lose a count in flight;
-    usage is for reporting, not billing-grade). Tasks are bounded: past ``MAX_IN_FLIGHT``,
-    counts are dropped and logged rather than queued without bound."""
+    """The gateway's ``on_token_issued``: counts token pairs in the UsageStore in the
+    background, one write per ``FLUSH_S`` for all of them, so the token route never waits for
+    it (a crash may lose the counts of the last ``FLUSH_S``; usage is for reporting, not
+    billing-grade). Bounded: past ``MAX_PENDING`` counts waiting, more are dropped and logged
+    rather than queued without bound (a store that stopped answering)."""
 
-    MAX_IN_FLIGHT = 1000
+    FLUSH_S = 0.25
+    MAX_PENDING = 10_000
 
     def __init__(self, store: UsageStore) -> None:
         self.store = store
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self._pending: list[UsageKey] = []
+        self._flusher: asyncio.Task[None] | None = None
 
     def __call__(self, app_id: str, key: str) -> None:
-        if len(self._tasks) >= self.MAX_IN_FLIGHT:
-            log.warning("token usage dropped: too many counts in flight")
+        if len(self._pending) >= self.MAX_PENDING:
+            log.warning("token usage dropped: too many counts waiting")
             return
-        day = datetime.now(UTC).date().isoformat()
-        task = asyncio.create_task(self.store.record([UsageKey(app_id, day, TOKENS_ISSUED, key)]))
-        self._tasks.add(task)
-        task.add_done_callback(self._done)
+        self._pending.append(UsageKey(app_id, datetime.now(UTC).date().isoformat(),
+                                      TOKENS_ISSUED, key))
+        if self._flusher is None:
+            self._flusher = asyncio.get_running_loop().create_task(self._flush_later())
 
-    def _done(self, task: asyncio.Task[Any]) -> None:
-        self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.warning("token usage not recorded", exc_info=task.exception())
+    async def _flush_later(self) -> None:
+        await asyncio.sleep(self.FLUSH_S)
+        self._flusher = None  # counts from now on wait for the next flush
+        await self._flush()
+
+    async def _flush(self) -> None:
+        batch, self._pending = self._pending, []
+        if not batch:
+            return
+        try:
+            await self.store.record(batch)
+        except Exception:
+            log.warning("token usage not recorded", exc_info=True,
+                        extra={"fields": {"counts": len(batch)}})
 
     async def drain(self) -> None:
-        if self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+        """At shutdown: write what is waiting."""
+        if self._flusher is not None:
+            await self._flusher
+        await self._flush()
