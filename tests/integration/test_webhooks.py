@@ -200,6 +200,29 @@ async def test_member_changes_and_conversation_updates(
     assert events[-2]["data"]["conversation"]["members"] == ["alice", "carol"]
 
 
+async def test_bans_and_unbans_arrive_as_user_events(
+        hooks_cluster: Cluster, admin: Admin, receiver: Receiver) -> None:
+    where = path("bans")
+    hook = await admin.create_webhook(receiver.url + where, ["user.banned", "user.unbanned"])
+    await (await signed_in(hooks_cluster, admin, "mallory")).close()
+    banned = await admin.http.put(admin.path("/users/mallory/ban"),
+                                  json={"reason": "spam", "duration_s": 3600})
+    assert banned.status_code == 200, banned.text
+    assert (await admin.http.delete(admin.path("/users/mallory/ban"))).status_code == 204
+    got = await hits(receiver, where, 2)
+    verify_signature = verification_recipe()
+    assert all(verify_signature(hook["secret"], h.headers["X-Chat-Signature"], h.body)
+               for h in got)
+    events = {json.loads(h.body)["type"]: json.loads(h.body) for h in got}
+    assert set(events) == {"user.banned", "user.unbanned"}
+    ban, unban = events["user.banned"], events["user.unbanned"]
+    assert ban["app_id"] == admin.app_id and ban["conversation_id"] is None
+    assert ban["data"] == {"user_id": "mallory", "by": "root", "at": banned.json()["at"],
+                           "reason": "spam", "expires_at": banned.json()["expires_at"]}
+    assert unban["data"]["user_id"] == "mallory" and unban["data"]["reason"] is None
+    assert ban["id"] != unban["id"] and ban["created_at"] <= unban["created_at"]
+
+
 async def test_endpoint_routes_and_their_errors(hooks_cluster: Cluster, admin: Admin) -> None:
     http = admin.http
     created = await admin.create_webhook("https://example.com/hook", ["message.sent"])

@@ -6,7 +6,13 @@ from chatcluster.domain.model import ConversationState, Message
 from chatcluster.pipeline.webhooks import events_from_records
 from chatcluster.ports import bus as topics
 from chatcluster.ports.bus import Record
-from chatcluster.ports.events import ConversationUpdated, MessageChanged, MessageSent, encoder
+from chatcluster.ports.events import (
+    ConversationUpdated,
+    MessageChanged,
+    MessageSent,
+    UserModerated,
+    encoder,
+)
 from chatcluster.ports.webhooks import MembersMark
 
 AT = "2026-01-01T00:00:00.000Z"
@@ -68,3 +74,20 @@ async def test_member_changes_are_the_difference_from_the_last_membership_seen()
     replay = [updated(["a", "b", "c", "d"], 2)]
     events, marks = await events_from_records(store, replay)  # type: ignore[arg-type]
     assert [e.type for e in events] == ["conversation.updated"] and marks == {}
+
+
+async def test_bans_become_user_events_with_the_id_they_were_published_with() -> None:
+    ban = UserModerated(id="evt_b1", app_id="app", user_id="mallory", event="user.banned",
+                        by="adm_1", at=AT, reason="spam", expires_at="2026-01-02T00:00:00.000Z")
+    unban = UserModerated(id="evt_b2", app_id="app", user_id="mallory", event="user.unbanned",
+                          by="adm_1", at=AT)
+    records = [record(topics.USER_MODERATED, encoder.encode(ban)),
+               record(topics.USER_MODERATED, encoder.encode(unban), offset=1)]
+    events, marks = await events_from_records(Marks(), records)  # type: ignore[arg-type]
+    assert [(e.id, e.type, e.conversation_id, e.event_seq) for e in events] == [
+        ("evt_b1", "user.banned", None, None), ("evt_b2", "user.unbanned", None, None)]
+    assert events[0].data == {"user_id": "mallory", "by": "adm_1", "at": AT, "reason": "spam",
+                              "expires_at": "2026-01-02T00:00:00.000Z"}
+    assert marks == {}
+    again, _ = await events_from_records(Marks(), records[:1])  # type: ignore[arg-type]
+    assert again[0].id == "evt_b1"  # a replayed record: the same event, deduplicated

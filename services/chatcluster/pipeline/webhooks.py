@@ -28,7 +28,12 @@ from chatcluster.domain.ids import now_rfc3339, rfc3339
 from chatcluster.ports import bus as topics
 from chatcluster.ports import webhooks as hooks
 from chatcluster.ports.bus import Record
-from chatcluster.ports.events import ConversationUpdated, MessageChanged, MessageSent
+from chatcluster.ports.events import (
+    ConversationUpdated,
+    MessageChanged,
+    MessageSent,
+    UserModerated,
+)
 from chatcluster.ports.usage import (
     WEBHOOK_DELIVERIES,
     WEBHOOK_FAILURES,
@@ -50,7 +55,7 @@ log = logging.getLogger(__name__)
 
 GROUP = "webhooks"
 TOPICS = (topics.MESSAGE_SENT, topics.MESSAGE_EDITED, topics.MESSAGE_DELETED,
-          topics.CONVERSATION_UPDATED)
+          topics.CONVERSATION_UPDATED, topics.USER_MODERATED)
 CLAIM_BATCH = 100
 # Delivered and dead deliveries are kept this long (CHAT_WEBHOOKS_RETENTION_DAYS): long enough
 # to look into a receiver's complaint or replay a dead letter after a holiday.
@@ -63,6 +68,7 @@ POLL_S = 0.5
 _sent = msgspec.msgpack.Decoder(MessageSent)
 _changed = msgspec.msgpack.Decoder(MessageChanged)
 _conversation = msgspec.msgpack.Decoder(ConversationUpdated)
+_moderated = msgspec.msgpack.Decoder(UserModerated)
 _CHANGE_TYPES = {"edit": hooks.MESSAGE_EDITED, "delete": hooks.MESSAGE_DELETED,
                  "reaction.add": hooks.REACTION_ADDED, "reaction.remove": hooks.REACTION_REMOVED}
 
@@ -130,6 +136,12 @@ async def events_from_records(store: WebhookStore, records: list[Record],
                 id=event_id(kind, c.conversation_id, c.event_seq), type=kind, app_id=c.app_id,
                 created_at=c.at, conversation_id=c.conversation_id, event_seq=c.event_seq,
                 data=data))
+        elif r.topic == topics.USER_MODERATED:
+            mod = _moderated.decode(r.value)
+            events.append(WebhookEvent(
+                id=mod.id, type=mod.event, app_id=mod.app_id, created_at=mod.at,
+                data={"user_id": mod.user_id, "by": mod.by, "at": mod.at,
+                      "reason": mod.reason, "expires_at": mod.expires_at}))
         elif r.topic == topics.CONVERSATION_UPDATED:
             u = _conversation.decode(r.value)
             cid, at = u.conversation.id, now()

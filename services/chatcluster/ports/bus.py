@@ -19,7 +19,10 @@ MESSAGE_EDITED = "message.edited"
 MESSAGE_DELETED = "message.deleted"
 CONVERSATION_UPDATED = "conversation.updated"
 MESSAGE_DELIVERED = "message.delivered"
-TOPICS = (MESSAGE_SENT, MESSAGE_EDITED, MESSAGE_DELETED, CONVERSATION_UPDATED, MESSAGE_DELIVERED)
+# An extension of the contract's five: bans and unbans, published by the gateway for webhooks.
+USER_MODERATED = "user.moderated"
+TOPICS = (MESSAGE_SENT, MESSAGE_EDITED, MESSAGE_DELETED, CONVERSATION_UPDATED, MESSAGE_DELIVERED,
+          USER_MODERATED)
 
 
 class Record(msgspec.Struct, frozen=True):

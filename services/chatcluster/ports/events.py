@@ -53,3 +53,17 @@ class ReceiptSubmitted(msgspec.Struct, frozen=True):
 
 
 encoder = msgspec.msgpack.Encoder()
+
+
+class UserModerated(msgspec.Struct, frozen=True, kw_only=True):
+    """A ban or an unban (topic ``user.moderated``, key: the user). ``id`` is the webhook event
+    id, fixed when the change is made, so a replayed record announces nothing twice."""
+
+    id: str
+    app_id: str
+    user_id: str
+    event: Literal["user.banned", "user.unbanned"]
+    by: str
+    at: str
+    reason: str | None = None
+    expires_at: str | None = None

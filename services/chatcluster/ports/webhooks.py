@@ -30,9 +30,10 @@ REACTION_REMOVED = "reaction.removed"
 CONVERSATION_UPDATED = "conversation.updated"
 MEMBER_ADDED = "member.added"
 MEMBER_REMOVED = "member.removed"
-USER_BANNED = "user.banned"  # published once moderation puts bans on the bus
+USER_BANNED = "user.banned"
+USER_UNBANNED = "user.unbanned"
 EVENT_TYPES = (MESSAGE_SENT, MESSAGE_EDITED, MESSAGE_DELETED, REACTION_ADDED, REACTION_REMOVED,
-               CONVERSATION_UPDATED, MEMBER_ADDED, MEMBER_REMOVED, USER_BANNED)
+               CONVERSATION_UPDATED, MEMBER_ADDED, MEMBER_REMOVED, USER_BANNED, USER_UNBANNED)
 
 DeliveryStatus = Literal["pending", "delivered", "dead"]
 

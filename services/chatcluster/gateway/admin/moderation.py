@@ -13,7 +13,10 @@ audited.
 
 A change is written to the ModerationStore, then announced on the Fanout with a
 ``moderation`` envelope (replicas drop their cache; for a ban they close the user's sockets
-with 4003). A moderator delete goes through ``MessageRemoval``: the path of a member's delete.
+with 4003). A ban or unban is also published on the bus (topic ``user.moderated``) for the
+``user.banned`` / ``user.unbanned`` webhooks; if that fails the route answers 503 with the
+change kept, and a retry publishes it. A moderator delete goes through ``MessageRemoval``: the
+path of a member's delete.
 """
 
 
@@ -26,11 +29,13 @@ import msgspec
 from fastapi import APIRouter, Depends, Query, Request, Response
 from pydantic import BaseModel, Field
 
-from chatcluster.domain.errors import NotFound
-from chatcluster.domain.ids import now_rfc3339, rfc3339
+from chatcluster.domain.errors import NotFound, Unavailable
+from chatcluster.domain.ids import new_id, now_rfc3339, rfc3339
 from chatcluster.domain.model import ConversationState, MessageState
 from chatcluster.domain.moderation import Ban, ban_active
 from chatcluster.gateway.admin.scope import require_app
+from chatcluster.ports import bus as topics
+from chatcluster.ports.events import UserModerated
 from chatcluster.ports.fanout import Envelope, Fanout
 from chatcluster.ports.moderation import ModerationStore
 from chatcluster.ports.sequencer import Sequencer
@@ -43,6 +48,7 @@ from .users import AuditRecorder, Authorize
 log = logging.getLogger(__name__)
 
 ENVELOPE_KIND = "moderation"  # socket.moderation.ENVELOPE_KIND
+_moderated = msgspec.msgpack.Encoder()
 MAX_BAN_S = 10 * 365 * 86_400
 
 
@@ -110,6 +116,15 @@ def build_router(*, authorize: Authorize, store: Store, moderation: ModerationSt
             raise NotFound("no such conversation")
         return found
 
+    async def _publish(event: UserModerated) -> None:
+        try:
+            await removal.bus.publish(topics.USER_MODERATED, f"{event.app_id}\0{event.user_id}",
+                                      _moderated.encode(event))
+        except Exception as exc:
+            log.exception("user.moderated publish failed")
+            raise Unavailable(f"the {event.event} change is saved but its event could not be "
+                              "published; send the request again") from exc
+
     async def _announce(env: Envelope) -> None:
         on_change()
         try:
@@ -146,6 +161,9 @@ def build_router(*, authorize: Authorize, store: Store, moderation: ModerationSt
                              detail={"reason": body.reason, "duration_s": body.duration_s})
         await _announce(Envelope(kind=ENVELOPE_KIND, origin="gateway", event="user.banned",
                                  app_id=app_id, recipients=[user_id]))
+        await _publish(UserModerated(id=new_id("evt"), app_id=app_id, user_id=user_id,
+                                     event="user.banned", by=entry.by, at=entry.at,
+                                     reason=entry.reason, expires_at=entry.expires_at))
         return ban_view(entry)
 
     @router.delete("/users/{user_id}/ban", status_code=204, summary="Unban")
@@ -157,6 +175,8 @@ def build_router(*, authorize: Authorize, store: Store, moderation: ModerationSt
         await auditor.record(request, me, "user.unban", target=user_id, app_id=app_id)
         await _announce(Envelope(kind=ENVELOPE_KIND, origin="gateway", event="user.unbanned",
                                  app_id=app_id, recipients=[user_id]))
+        await _publish(UserModerated(id=new_id("evt"), app_id=app_id, user_id=user_id,
+                                     event="user.unbanned", by=_actor(me), at=now_rfc3339()))
         return Response(status_code=204)
 
     @router.get("/conversations/{conversation_id}/moderation",
