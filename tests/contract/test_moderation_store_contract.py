@@ -9,7 +9,7 @@ from typing import Any
 
 from chatcluster.domain import rules
 from chatcluster.domain.model import App, Message, MessageState, Session
-from chatcluster.domain.moderation import Ban
+from chatcluster.domain.moderation import Ban, Flag, flag_id
 from chatcluster.ports.moderation import ModerationStore, SessionDevice
 from chatcluster.ports.store import ActivityMark, LoggedEvent, PipelineBatch, ReceiptMark, Store
 from tests.contract.conftest import MODULES
@@ -93,6 +93,50 @@ async def test_every_change_moves_the_version_seen_by_every_instance(
     await store.get_ban("app", "bob")
     await store.conversation_moderation("c1")
     assert await other.version() == seen[-1], "reads change nothing"
+
+
+def flag(message: str, by: str, at: str, app: str = "app", **extra: Any) -> Flag:
+    return Flag(id=flag_id(app, message, by), app_id=app, message_id=message,
+                conversation_id="c1", sender_id="sam", flagged_by=by, reason="spam",
+                created_at=at, **extra)
+
+
+async def test_flags_are_queued_once_listed_oldest_first_and_resolved_per_message(
+        moderation_store_backend: Any) -> None:
+    store: ModerationStore = await moderation_store_backend.open()
+    other: ModerationStore = await moderation_store_backend.open()
+    first = flag("m1", "ann", "2026-01-01T00:00:01.000Z", note="rude")
+    assert await store.add_flag(first) == first
+    again = flag("m1", "ann", "2026-01-01T00:00:09.000Z", note="changed my mind")
+    assert await other.add_flag(again) == first, "one flag per member and message"
+    await store.add_flag(flag("m1", "bob", "2026-01-01T00:00:02.000Z"))
+    await store.add_flag(flag("m2", "ann", "2026-01-01T00:00:02.000Z"))
+    await store.add_flag(flag("m3", "cy", "2026-01-01T00:00:03.000Z"))
+    await store.add_flag(flag("m1", "ann", "2026-01-01T00:00:01.000Z", app="elsewhere"))
+
+    queue = await other.list_flags("app", "open", None, 10)
+    assert [(f.message_id, f.flagged_by) for f in queue] == [
+        ("m1", "ann"), *sorted([("m1", "bob"), ("m2", "ann")],
+                               key=lambda p: flag_id("app", *p)), ("m3", "cy")]
+    page = await other.list_flags("app", None, None, 2)
+    rest = await other.list_flags("app", None, (page[-1].created_at, page[-1].id), 10)
+    assert [f.id for f in page + rest] == [f.id for f in queue], "pages continue in order"
+    assert await other.get_flag("app", first.id) == first
+    assert await other.get_flag("elsewhere", flag_id("app", "m1", "ann")) is None
+
+    assert await store.resolve_flags("app", "m1", "removed", "adm_1", T0) == 2
+    assert await store.resolve_flags("app", "m1", "dismissed", "adm_1", T0) == 0, "closed"
+    assert [f.message_id for f in await other.list_flags("app", "open", None, 10)] == [
+        "m2", "m3"]
+    removed = await other.list_flags("app", "removed", None, 10)
+    assert {(f.flagged_by, f.status, f.resolved_by, f.resolved_at) for f in removed} == {
+        ("ann", "removed", "adm_1", T0), ("bob", "removed", "adm_1", T0)}
+    assert (await other.get_flag("elsewhere", flag_id("elsewhere", "m1", "ann"))).status == (
+        "open"), "another app's flag of the same ids is its own"
+
+    assert [f.message_id for f in await other.flags_by("app", "ann")] == ["m1", "m2"]
+    await store.erase_profile("app", "ann")
+    assert [f.note for f in await other.flags_by("app", "ann")] == [None, None]
 
 
 async def test_users_sessions_and_devices(moderation_store_backend: Any) -> None:

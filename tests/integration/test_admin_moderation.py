@@ -39,7 +39,9 @@ async def test_every_moderation_route_enforces_its_role(cluster: Cluster,
     owner = await open_socket(cluster, unique("mod-owner"))
     target = unique("mod-target")
     member = await open_socket(cluster, target)
-    cid = await group(owner, target)
+    reporter = unique("mod-reporter")  # the target's socket closes once banned: not theirs
+    flagger = await open_socket(cluster, reporter)
+    cid = await group(owner, target, reporter)
     app = cluster.app_id
 
     async def banned() -> None:
@@ -51,6 +53,10 @@ async def test_every_moderation_route_enforces_its_role(cluster: Cluster,
 
     async def nothing() -> dict[str, str]:
         return {}
+
+    async def flagged() -> dict[str, str]:
+        mid = (await send(owner, cid, "to flag"))["id"]
+        return {"f": (await flagger.ok("message.flag", {"message_id": mid}))["flag"]["id"]}
 
     async def then_banned() -> dict[str, str]:
         await banned()
@@ -69,6 +75,9 @@ async def test_every_moderation_route_enforces_its_role(cluster: Cluster,
         ("POST", "/apps/{app}/conversations/{cid}/freeze", None, nothing, "moderator", 200),
         ("POST", "/apps/{app}/conversations/{cid}/unfreeze", None, nothing, "moderator", 200),
         ("DELETE", "/apps/{app}/messages/{m}", None, message, "moderator", 200),
+        ("GET", "/apps/{app}/flags", None, nothing, "viewer", 200),
+        ("POST", "/apps/{app}/flags/{f}/resolve", {"action": "dismiss"}, flagged, "moderator",
+         200),
     ]
     for method, template, body, prepare, least, success in routes:
         actors: dict[str, tuple[str | None, int]] = {"root": (cluster.admin_token, success)}
@@ -85,6 +94,7 @@ async def test_every_moderation_route_enforces_its_role(cluster: Cluster,
     await admin_call(cluster, "DELETE", f"/apps/{app}/users/{target}/ban")
     await owner.close()
     await member.close()
+    await flagger.close()
 
 
 async def test_other_apps_ids_answer_not_found(cluster: Cluster) -> None:
@@ -109,7 +119,8 @@ async def test_other_apps_ids_answer_not_found(cluster: Cluster) -> None:
     other_id = other_app[0]
     for method, path in (("PUT", f"/apps/{other_id}/users/{stranger}/ban"),
                          ("POST", f"/apps/{other_id}/conversations/{cid}/freeze"),
-                         ("DELETE", f"/apps/{other_id}/messages/{mid}")):
+                         ("DELETE", f"/apps/{other_id}/messages/{mid}"),
+                         ("GET", f"/apps/{other_id}/flags")):
         r = await admin_call(cluster, method, path, scoped.token,
                              json={} if method == "PUT" else None)
         assert r.status_code == 404, (method, path, r.text)

@@ -3,6 +3,7 @@ signed, retried with one delivery id, dead-lettered and replayed; redirects are 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -221,6 +222,27 @@ async def test_bans_and_unbans_arrive_as_user_events(
                            "reason": "spam", "expires_at": banned.json()["expires_at"]}
     assert unban["data"]["user_id"] == "mallory" and unban["data"]["reason"] is None
     assert ban["id"] != unban["id"] and ban["created_at"] <= unban["created_at"]
+
+
+async def test_a_flag_arrives_once_however_often_it_is_repeated(
+        hooks_cluster: Cluster, admin: Admin, receiver: Receiver) -> None:
+    where = path("flags")
+    await admin.create_webhook(receiver.url + where, ["message.flagged"])
+    alice, bob = (await signed_in(hooks_cluster, admin, "alice"),
+                  await signed_in(hooks_cluster, admin, "bob"))
+    cid = await group(alice, "bob")
+    mid = (await alice.ok("message.send", {"conversation_id": cid, "client_msg_id": "f1",
+                                           "text": "spam spam"}))["message"]["id"]
+    for _ in range(3):  # each repeat publishes again; the outbox keeps one delivery
+        flag = (await bob.ok("message.flag", {"message_id": mid, "reason": "spam"}))["flag"]
+    got = await hits(receiver, where, 1)
+    body = json.loads(got[0].body)
+    assert body["type"] == "message.flagged" and body["conversation_id"] == cid
+    assert body["data"]["flag"] == flag
+    await asyncio.sleep(1.5)  # time for a duplicate to show up, if there were one
+    assert len(receiver.at(where)) == 1
+    await alice.close()
+    await bob.close()
 
 
 async def test_endpoint_routes_and_their_errors(hooks_cluster: Cluster, admin: Admin) -> None:

@@ -26,6 +26,7 @@ from chatcluster.cli.wiring import (
     socket_urls_watch,
     token_issuer,
 )
+from chatcluster.gateway.admin import flags as flag_routes
 from chatcluster.gateway.admin import moderation as moderation_routes
 from chatcluster.gateway.admin import usage as usage_routes
 from chatcluster.gateway.admin import users as user_routes
@@ -131,6 +132,9 @@ async def run_gateway(state_dir: Path, urls: BackendUrls, host: str, port: int,
             authorize=authorize, store=backends.store, moderation=moderation,
             fanout=backends.fanout, sequencer=backends.sequencer, removal=removal,
             auditor=auditor, on_change=signin.forget_moderation),
+        lambda authorize: flag_routes.build_router(
+            authorize=authorize, store=backends.store, moderation=moderation,
+            sequencer=backends.sequencer, removal=removal, auditor=auditor),
         lambda authorize: webhook_routes.build_router(
             authorize=authorize, store=webhook_store, apps=backends.store, auditor=auditor),
         lambda authorize: usage_routes.build_router(

@@ -9,15 +9,20 @@ ban is over, and which messages a retention period expires. Pure: callers pass s
 
 Moderators act through the admin API, never through the socket, so "moderators may still act in
 a frozen conversation" holds by construction: their routes do not consult these rules.
+
+    flag          any member may flag a message of someone else, once (again: the same flag);
+                  a tombstone cannot be flagged. Moderators resolve every open flag of a
+                  message at once: dismissed (kept) or removed (deleted by a moderator).
 """
 
 from __future__ import annotations
 
-from typing import Literal
+import hashlib
+from typing import Literal, get_args
 
 import msgspec
 
-from chatcluster.domain.errors import Forbidden
+from chatcluster.domain.errors import BadRequest, Forbidden
 
 # What a socket request does to a conversation, as far as moderation cares.
 Action = Literal["send", "edit", "react", "delete", "manage", "leave", "read"]
@@ -75,3 +80,49 @@ def retention_cutoff(now: float, days: int, day_seconds: float = 86_400.0) -> fl
         raise ValueError("a retention period is at least one day")
     return now - days * day_seconds
 
+
+
+FlagReason = Literal["spam", "harassment", "inappropriate", "other"]
+FLAG_REASONS: tuple[str, ...] = get_args(FlagReason)
+FlagStatus = Literal["open", "dismissed", "removed"]
+MAX_FLAG_NOTE = 500
+
+
+class Flag(msgspec.Struct, frozen=True, kw_only=True):
+    """One member's report of one message, queued for the app's moderators."""
+
+    id: str
+    app_id: str
+    message_id: str
+    conversation_id: str
+    sender_id: str  # who wrote the flagged message
+    flagged_by: str
+    reason: FlagReason
+    created_at: str
+    note: str | None = None
+    status: FlagStatus = "open"
+    resolved_by: str | None = None
+    resolved_at: str | None = None
+
+
+def flag_id(app_id: str, message_id: str, flagged_by: str) -> str:
+    """One flag per member and message: flagging again finds the same id."""
+    digest = hashlib.sha256(f"{app_id}\0{message_id}\0{flagged_by}".encode()).hexdigest()
+    return f"flg_{digest[:24]}"
+
+
+def check_flag(flagger: str, sender: str, deleted: bool) -> None:
+    """Raise ``BadRequest`` if this member may not flag this message."""
+    if flagger == sender:
+        raise BadRequest("message_id: you cannot flag your own message")
+    if deleted:
+        raise BadRequest("message_id: the message is deleted")
+
+
+def flag_view(flag: Flag) -> dict[str, str | None]:
+    """A flag as the protocol, the admin API and webhooks show it."""
+    return {"id": flag.id, "message_id": flag.message_id,
+            "conversation_id": flag.conversation_id, "sender_id": flag.sender_id,
+            "flagged_by": flag.flagged_by, "reason": flag.reason, "note": flag.note,
+            "created_at": flag.created_at, "status": flag.status,
+            "resolved_by": flag.resolved_by, "resolved_at": flag.resolved_at}

@@ -25,12 +25,14 @@ import msgspec
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from chatcluster.domain.ids import now_rfc3339, rfc3339
+from chatcluster.domain.moderation import flag_view
 from chatcluster.ports import bus as topics
 from chatcluster.ports import webhooks as hooks
 from chatcluster.ports.bus import Record
 from chatcluster.ports.events import (
     ConversationUpdated,
     MessageChanged,
+    MessageFlagged,
     MessageSent,
     UserModerated,
 )
@@ -55,7 +57,7 @@ log = logging.getLogger(__name__)
 
 GROUP = "webhooks"
 TOPICS = (topics.MESSAGE_SENT, topics.MESSAGE_EDITED, topics.MESSAGE_DELETED,
-          topics.CONVERSATION_UPDATED, topics.USER_MODERATED)
+          topics.CONVERSATION_UPDATED, topics.USER_MODERATED, topics.MESSAGE_FLAGGED)
 CLAIM_BATCH = 100
 # Delivered and dead deliveries are kept this long (CHAT_WEBHOOKS_RETENTION_DAYS): long enough
 # to look into a receiver's complaint or replay a dead letter after a holiday.
@@ -69,6 +71,7 @@ _sent = msgspec.msgpack.Decoder(MessageSent)
 _changed = msgspec.msgpack.Decoder(MessageChanged)
 _conversation = msgspec.msgpack.Decoder(ConversationUpdated)
 _moderated = msgspec.msgpack.Decoder(UserModerated)
+_flagged = msgspec.msgpack.Decoder(MessageFlagged)
 _CHANGE_TYPES = {"edit": hooks.MESSAGE_EDITED, "delete": hooks.MESSAGE_DELETED,
                  "reaction.add": hooks.REACTION_ADDED, "reaction.remove": hooks.REACTION_REMOVED}
 
@@ -142,6 +145,12 @@ async def events_from_records(store: WebhookStore, records: list[Record],
                 id=mod.id, type=mod.event, app_id=mod.app_id, created_at=mod.at,
                 data={"user_id": mod.user_id, "by": mod.by, "at": mod.at,
                       "reason": mod.reason, "expires_at": mod.expires_at}))
+        elif r.topic == topics.MESSAGE_FLAGGED:
+            flag = _flagged.decode(r.value).flag
+            events.append(WebhookEvent(
+                id=f"evt_{flag.id}", type=hooks.MESSAGE_FLAGGED, app_id=flag.app_id,
+                created_at=flag.created_at, conversation_id=flag.conversation_id,
+                data={"flag": flag_view(flag)}))
         elif r.topic == topics.CONVERSATION_UPDATED:
             u = _conversation.decode(r.value)
             cid, at = u.conversation.id, now()

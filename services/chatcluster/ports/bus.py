@@ -19,10 +19,12 @@ MESSAGE_EDITED = "message.edited"
 MESSAGE_DELETED = "message.deleted"
 CONVERSATION_UPDATED = "conversation.updated"
 MESSAGE_DELIVERED = "message.delivered"
-# An extension of the contract's five: bans and unbans, published by the gateway for webhooks.
+# Extensions of the contract's five, read by the webhooks consumer: bans and unbans (published
+# by the gateway) and flagged messages (published by socket replicas).
 USER_MODERATED = "user.moderated"
+MESSAGE_FLAGGED = "message.flagged"
 TOPICS = (MESSAGE_SENT, MESSAGE_EDITED, MESSAGE_DELETED, CONVERSATION_UPDATED, MESSAGE_DELIVERED,
-          USER_MODERATED)
+          USER_MODERATED, MESSAGE_FLAGGED)
 
 
 class Record(msgspec.Struct, frozen=True):

@@ -11,6 +11,7 @@ from typing import Literal
 import msgspec
 
 from chatcluster.domain.model import ConversationState, Message
+from chatcluster.domain.moderation import Flag
 from chatcluster.domain.rules import ChangeKind
 
 
@@ -67,3 +68,12 @@ class UserModerated(msgspec.Struct, frozen=True, kw_only=True):
     at: str
     reason: str | None = None
     expires_at: str | None = None
+
+
+class MessageFlagged(msgspec.Struct, frozen=True):
+    """A member flagged a message (topic ``message.flagged``, key: the message). Published
+    again when the member flags it again, so a lost publish can be retried; the webhook event
+    id is the flag's, so each endpoint gets it once."""
+
+    app_id: str
+    flag: Flag

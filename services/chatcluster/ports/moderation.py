@@ -22,7 +22,7 @@ from typing import Protocol
 import msgspec
 
 from chatcluster.domain.model import MessageState
-from chatcluster.domain.moderation import Ban
+from chatcluster.domain.moderation import Ban, Flag, FlagStatus
 from chatcluster.ports.store import ReceiptMark
 
 
@@ -101,6 +101,28 @@ class ModerationStore(Protocol):
         state is current (one read per poll, however many users and conversations)."""
         ...
 
+    # flags --------------------------------------------------------------------------------------
+    async def add_flag(self, flag: Flag) -> Flag:
+        """Queue ``flag``; if its id is queued already (the same member flagged the same
+        message), change nothing and return the flag kept."""
+        ...
+
+    async def get_flag(self, app_id: str, flag_id: str) -> Flag | None: ...
+
+    async def list_flags(self, app_id: str, status: FlagStatus | None,
+                         after: tuple[str, str] | None, limit: int) -> list[Flag]:
+        """The app's flags, oldest first (by ``(created_at, id)``), those after ``after``."""
+        ...
+
+    async def resolve_flags(self, app_id: str, message_id: str, status: FlagStatus, by: str,
+                            at: str) -> int:
+        """Close every open flag of the message with ``status``; how many were open."""
+        ...
+
+    async def flags_by(self, app_id: str, user_id: str) -> list[Flag]:
+        """The flags the user made (for their data export), oldest first."""
+        ...
+
     # users and sessions (the Store's users and sessions) ---------------------------------------
     async def record_device(self, device: SessionDevice) -> None:
         """Upsert what was seen of a session's device; None fields keep what was known."""
@@ -119,7 +141,8 @@ class ModerationStore(Protocol):
         ...
 
     async def erase_profile(self, app_id: str, user_id: str) -> None:
-        """Remove personal data kept about the user: display name, devices' user agent and IP."""
+        """Remove personal data kept about the user: display name, devices' user agent and IP,
+        the notes of the flags they made."""
         ...
 
     # messages (the Store's messages) ----------------------------------------------------------

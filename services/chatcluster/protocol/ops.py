@@ -11,6 +11,7 @@ from typing import Annotated, Any, Literal
 import msgspec
 from msgspec import Meta
 
+from chatcluster.domain.moderation import MAX_FLAG_NOTE, FlagReason
 from chatcluster.domain.rules import MAX_GROUP_MEMBERS
 
 Id = Annotated[str, Meta(min_length=1, max_length=128)]
@@ -92,6 +93,12 @@ class Reaction(Op):
     emoji: str
 
 
+class MessageFlag(Op):
+    message_id: Id
+    reason: FlagReason = "other"
+    note: Annotated[str, Meta(max_length=MAX_FLAG_NOTE)] | None = None
+
+
 class MessageHistory(Op):
     conversation_id: Id
     before_seq: Seq | None = None
@@ -126,6 +133,7 @@ OPS: dict[str, type[Op]] = {
     "message.edit": MessageEdit,
     "message.delete": MessageRef,
     "message.forward": MessageForward,
+    "message.flag": MessageFlag,
     "reaction.add": Reaction,
     "reaction.remove": Reaction,
     "message.history": MessageHistory,

@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 
 import msgspec
 
+from chatcluster.domain import moderation as moderation_rules
 from chatcluster.domain import rules
 from chatcluster.domain.errors import (
     BadRequest,
@@ -28,12 +29,13 @@ from chatcluster.domain.errors import (
 )
 from chatcluster.domain.ids import new_id, now_rfc3339
 from chatcluster.domain.model import ConversationState, ConversationView, Message, MessageState
-from chatcluster.domain.moderation import Action
+from chatcluster.domain.moderation import Action, Flag, flag_id, flag_view
 from chatcluster.ports import bus as topics
 from chatcluster.ports.bus import Bus
 from chatcluster.ports.events import (
     ConversationUpdated,
     MessageChanged,
+    MessageFlagged,
     MessageSent,
     ReceiptSubmitted,
     encoder,
@@ -102,6 +104,7 @@ class Operations:
             "message.edit": self.message_edit,
             "message.delete": self.message_delete,
             "message.forward": self.message_forward,
+            "message.flag": self.message_flag,
             "reaction.add": self.reaction_add,
             "reaction.remove": self.reaction_remove,
             "message.history": self.message_history,
@@ -502,6 +505,22 @@ class Operations:
     async def reaction_remove(self, conn: ClientConnection, d: ops.Reaction) -> dict[str, Any]:
         rules.check_emoji(d.emoji)
         return await self._change_message(conn, d.message_id, "reaction.remove", emoji=d.emoji)
+
+    async def message_flag(self, conn: ClientConnection, d: ops.MessageFlag) -> dict[str, Any]:
+        """Report a message to the app's moderators (docs/moderation.md "Flags")."""
+        if self.moderation is None:
+            raise Unavailable("flagging is not available on this replica")
+        found, _ = await self.message_state(conn, d.message_id)
+        m = found.message
+        moderation_rules.check_flag(conn.user_id, m.sender_id, m.deleted)
+        kept = await self.moderation.store.add_flag(Flag(
+            id=flag_id(conn.app_id, m.id, conn.user_id), app_id=conn.app_id, message_id=m.id,
+            conversation_id=m.conversation_id, sender_id=m.sender_id,
+            flagged_by=conn.user_id, reason=d.reason, note=d.note, created_at=now_rfc3339()))
+        if kept.status == "open":  # again on a repeat: the webhook outbox deduplicates
+            await self._publish(topics.MESSAGE_FLAGGED, m.id,
+                                encoder.encode(MessageFlagged(conn.app_id, kept)))
+        return {"flag": flag_view(kept)}
 
     async def message_history(self, conn: ClientConnection,
                               d: ops.MessageHistory) -> dict[str, Any]:

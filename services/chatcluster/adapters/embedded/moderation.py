@@ -9,7 +9,7 @@ from pathlib import Path
 import msgspec
 
 from chatcluster.domain.model import MessageState
-from chatcluster.domain.moderation import Ban
+from chatcluster.domain.moderation import Ban, Flag, FlagStatus
 from chatcluster.ports.moderation import (
     ConversationModeration,
     SessionDevice,
@@ -37,6 +37,15 @@ CREATE TABLE IF NOT EXISTS session_devices (
     user_agent TEXT, ip TEXT, last_refresh_at TEXT) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS sessions_by_user ON sessions(app_id, user_id);
 CREATE INDEX IF NOT EXISTS messages_by_sender ON messages(sender_id, id);
+CREATE TABLE IF NOT EXISTS flags (
+    id TEXT PRIMARY KEY, app_id TEXT NOT NULL, message_id TEXT NOT NULL,
+    conversation_id TEXT NOT NULL, sender_id TEXT NOT NULL, flagged_by TEXT NOT NULL,
+    reason TEXT NOT NULL, note TEXT, created_at TEXT NOT NULL, status TEXT NOT NULL,
+    resolved_by TEXT, resolved_at TEXT) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS flags_queue ON flags(app_id, status, created_at, id);
+CREATE INDEX IF NOT EXISTS flags_by_app_time ON flags(app_id, created_at, id);
+CREATE INDEX IF NOT EXISTS flags_by_message ON flags(app_id, message_id, status);
+CREATE INDEX IF NOT EXISTS flags_by_user ON flags(app_id, flagged_by);
 CREATE TABLE IF NOT EXISTS moderation_version (id INTEGER PRIMARY KEY CHECK (id = 0),
     v INTEGER NOT NULL);
 INSERT OR IGNORE INTO moderation_version (id, v) VALUES (0, 0);
@@ -56,6 +65,17 @@ def _like_prefix(prefix: str) -> str:
 def _ban(row: tuple[str, ...]) -> Ban:
     return Ban(app_id=row[0], user_id=row[1], by=row[2], at=row[3], reason=row[4],
                expires_at=row[5])
+
+
+_FLAG_COLUMNS = ("id, app_id, message_id, conversation_id, sender_id, flagged_by, reason, note, "
+                 "created_at, status, resolved_by, resolved_at")
+
+
+def _flag(row: tuple[str, ...]) -> Flag:
+    return Flag(id=row[0], app_id=row[1], message_id=row[2], conversation_id=row[3],
+                sender_id=row[4], flagged_by=row[5], reason=row[6],  # type: ignore[arg-type]
+                note=row[7], created_at=row[8], status=row[9],  # type: ignore[arg-type]
+                resolved_by=row[10], resolved_at=row[11])
 
 
 class SqliteModerationStore:
@@ -144,6 +164,53 @@ class SqliteModerationStore:
                 muted=muted)
         return await self.db.read(q)
 
+    # flags --------------------------------------------------------------------------------------
+    async def add_flag(self, flag: Flag) -> Flag:
+        def w(c: sqlite3.Connection) -> Flag:
+            c.execute(f"INSERT INTO flags ({_FLAG_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?) "
+                      "ON CONFLICT (id) DO NOTHING",
+                      (flag.id, flag.app_id, flag.message_id, flag.conversation_id,
+                       flag.sender_id, flag.flagged_by, flag.reason, flag.note,
+                       flag.created_at, flag.status, flag.resolved_by, flag.resolved_at))
+            row = c.execute(f"SELECT {_FLAG_COLUMNS} FROM flags WHERE id=?",
+                            (flag.id,)).fetchone()
+            return _flag(row)
+        return await self.db.write(w)
+
+    async def get_flag(self, app_id: str, flag_id: str) -> Flag | None:
+        row = await self.db.read(lambda c: c.execute(
+            f"SELECT {_FLAG_COLUMNS} FROM flags WHERE id=? AND app_id=?",
+            (flag_id, app_id)).fetchone())
+        return _flag(row) if row is not None else None
+
+    async def list_flags(self, app_id: str, status: FlagStatus | None,
+                         after: tuple[str, str] | None, limit: int) -> list[Flag]:
+        where, args = "app_id=?", [app_id]
+        if status is not None:
+            where += " AND status=?"
+            args.append(status)
+        if after is not None:
+            where += " AND (created_at, id) > (?, ?)"
+            args += list(after)
+        rows = await self.db.read(lambda c: c.execute(
+            f"SELECT {_FLAG_COLUMNS} FROM flags WHERE {where} ORDER BY created_at, id LIMIT ?",
+            (*args, limit)).fetchall())
+        return [_flag(r) for r in rows]
+
+    async def resolve_flags(self, app_id: str, message_id: str, status: FlagStatus, by: str,
+                            at: str) -> int:
+        cur = await self.db.write(lambda c: c.execute(
+            "UPDATE flags SET status=?, resolved_by=?, resolved_at=? "
+            "WHERE app_id=? AND message_id=? AND status='open'",
+            (status, by, at, app_id, message_id)))
+        return int(cur.rowcount)
+
+    async def flags_by(self, app_id: str, user_id: str) -> list[Flag]:
+        rows = await self.db.read(lambda c: c.execute(
+            f"SELECT {_FLAG_COLUMNS} FROM flags WHERE app_id=? AND flagged_by=? "
+            "ORDER BY created_at, id", (app_id, user_id)).fetchall())
+        return [_flag(r) for r in rows]
+
     # users and sessions -----------------------------------------------------------------------
     async def record_device(self, device: SessionDevice) -> None:
         await self.db.write(lambda c: c.execute(
@@ -198,6 +265,8 @@ class SqliteModerationStore:
                       (app_id, user_id))
             c.execute("UPDATE session_devices SET user_agent=NULL, ip=NULL "
                       "WHERE app_id=? AND user_id=?", (app_id, user_id))
+            c.execute("UPDATE flags SET note=NULL WHERE app_id=? AND flagged_by=?",
+                      (app_id, user_id))
         await self.db.write(w)
 
     # messages ---------------------------------------------------------------------------------

@@ -1,7 +1,8 @@
 """ModerationStore on a MongoDB-protocol server, in the Store's database (``ports.moderation``).
 
 Its own collections: ``bans`` (``_id`` = app and user), ``mutes`` (conversation and user),
-``frozen_conversations`` and ``session_devices``. Users, sessions, conversations, messages and
+``frozen_conversations``, ``session_devices`` and ``flags`` (``_id`` = the flag id, which is
+one per member and message). Users, sessions, conversations, messages and
 receipts are the Store's collections, read with the queries FerretDB 1.24 supports (``$in``,
 ``$or``, anchored ``$regex``, ``$gt``); no transactions are needed: each write is one document.
 """
@@ -15,7 +16,7 @@ import msgspec
 from pymongo import ASCENDING, DESCENDING, IndexModel
 
 from chatcluster.domain.model import MessageState
-from chatcluster.domain.moderation import Ban
+from chatcluster.domain.moderation import Ban, Flag, FlagStatus
 from chatcluster.ports.moderation import (
     ConversationModeration,
     SessionDevice,
@@ -38,6 +39,14 @@ def _ban(d: Doc) -> Ban:
                reason=d.get("reason"), expires_at=d.get("expires_at"))
 
 
+def _flag(d: Doc) -> Flag:
+    return Flag(id=d["_id"], app_id=d["app_id"], message_id=d["message_id"],
+                conversation_id=d["conversation_id"], sender_id=d["sender_id"],
+                flagged_by=d["flagged_by"], reason=d["reason"], note=d.get("note"),
+                created_at=d["created_at"], status=d["status"],
+                resolved_by=d.get("resolved_by"), resolved_at=d.get("resolved_at"))
+
+
 class MongoModerationStore(MongoCollections):
     INDEXES = {
         "bans": [IndexModel([("at", ASCENDING)], name="bans_by_time")],
@@ -45,6 +54,13 @@ class MongoModerationStore(MongoCollections):
         "frozen_conversations": [],
         "session_devices": [],
         "moderation_version": [],
+        "flags": [IndexModel([("app_id", ASCENDING), ("status", ASCENDING),
+                              ("created_at", ASCENDING), ("_id", ASCENDING)],
+                             name="flags_queue"),
+                  IndexModel([("app_id", ASCENDING), ("message_id", ASCENDING)],
+                             name="flags_by_message"),
+                  IndexModel([("app_id", ASCENDING), ("flagged_by", ASCENDING)],
+                             name="flags_by_user")],
     }
 
     def __init__(self, url: str, database: str | None = None, **client_options: Any) -> None:
@@ -54,6 +70,7 @@ class MongoModerationStore(MongoCollections):
         self.frozen = self.db["frozen_conversations"]
         self.devices = self.db["session_devices"]
         self.versions = self.db["moderation_version"]
+        self.flags = self.db["flags"]
         self.users = self.db["users"]
         self.sessions = self.db["sessions"]
         self.conversations = self.db["conversations"]
@@ -138,6 +155,48 @@ class MongoModerationStore(MongoCollections):
             frozen_by=frozen["by"] if frozen else None, frozen_at=frozen["at"] if frozen else None,
             muted=sorted(d["user_id"] for d in muted))
 
+    # flags --------------------------------------------------------------------------------------
+    async def add_flag(self, flag: Flag) -> Flag:
+        doc: Doc = {"_id": flag.id, **{k: v for k, v in msgspec.structs.asdict(flag).items()
+                                       if k != "id"}}
+        async with self._op():
+            await self._insert_new(self.flags, [doc])
+            kept = await self.flags.find_one({"_id": flag.id})
+        assert kept is not None  # inserted now or before
+        return _flag(kept)
+
+    async def get_flag(self, app_id: str, flag_id: str) -> Flag | None:
+        async with self._op():
+            doc = await self.flags.find_one({"_id": flag_id, "app_id": app_id})
+        return None if doc is None else _flag(doc)
+
+    async def list_flags(self, app_id: str, status: FlagStatus | None,
+                         after: tuple[str, str] | None, limit: int) -> list[Flag]:
+        query: Doc = {"app_id": app_id}
+        if status is not None:
+            query["status"] = status
+        if after is not None:
+            query["$or"] = [{"created_at": {"$gt": after[0]}},
+                            {"created_at": after[0], "_id": {"$gt": after[1]}}]
+        async with self._op():
+            docs = await self.flags.find(query).sort(
+                [("created_at", ASCENDING), ("_id", ASCENDING)]).limit(limit).to_list()
+        return [_flag(d) for d in docs]
+
+    async def resolve_flags(self, app_id: str, message_id: str, status: FlagStatus, by: str,
+                            at: str) -> int:
+        async with self._op():
+            res = await self.flags.update_many(
+                {"app_id": app_id, "message_id": message_id, "status": "open"},
+                {"$set": {"status": status, "resolved_by": by, "resolved_at": at}})
+        return int(res.modified_count)
+
+    async def flags_by(self, app_id: str, user_id: str) -> list[Flag]:
+        async with self._op():
+            docs = await self.flags.find({"app_id": app_id, "flagged_by": user_id}).sort(
+                [("created_at", ASCENDING), ("_id", ASCENDING)]).to_list()
+        return [_flag(d) for d in docs]
+
     # users and sessions -----------------------------------------------------------------------
     async def record_device(self, device: SessionDevice) -> None:
         fields = {k: v for k, v in (("user_agent", device.user_agent), ("ip", device.ip),
@@ -191,6 +250,8 @@ class MongoModerationStore(MongoCollections):
                                         {"$set": {"display_name": None}})
             await self.devices.update_many({"app_id": app_id, "user_id": user_id},
                                            {"$set": {"user_agent": None, "ip": None}})
+            await self.flags.update_many({"app_id": app_id, "flagged_by": user_id},
+                                         {"$set": {"note": None}})
 
     # messages ---------------------------------------------------------------------------------
     async def _app_conversations(self, app_id: str) -> list[str]:

@@ -132,9 +132,6 @@ def build_router(*, authorize: Authorize, store: Store, moderation: ModerationSt
         except Exception:  # replicas' caches expire within socket.moderation.CACHE_TTL_S
             log.exception("moderation fan-out failed")
 
-    def _actor(me: Any) -> str:
-        return str(getattr(me, "admin_id", "root"))
-
     @router.get("/bans", response_model=BanPage, summary="The app's banned users")
     async def list_bans(app_id: str, me: Annotated[Any, viewer],
                         limit: Annotated[int, Query(ge=1, le=200)] = 50,
@@ -153,7 +150,7 @@ def build_router(*, authorize: Authorize, store: Store, moderation: ModerationSt
         await _user(app_id, user_id, me)
         body = body or BanRequest()
         now = clock()
-        entry = Ban(app_id=app_id, user_id=user_id, by=_actor(me), at=rfc3339(now),
+        entry = Ban(app_id=app_id, user_id=user_id, by=actor(me), at=rfc3339(now),
                     reason=body.reason,
                     expires_at=rfc3339(now + body.duration_s) if body.duration_s else None)
         await moderation.set_ban(entry)
@@ -176,7 +173,7 @@ def build_router(*, authorize: Authorize, store: Store, moderation: ModerationSt
         await _announce(Envelope(kind=ENVELOPE_KIND, origin="gateway", event="user.unbanned",
                                  app_id=app_id, recipients=[user_id]))
         await _publish(UserModerated(id=new_id("evt"), app_id=app_id, user_id=user_id,
-                                     event="user.unbanned", by=_actor(me), at=now_rfc3339()))
+                                     event="user.unbanned", by=actor(me), at=now_rfc3339()))
         return Response(status_code=204)
 
     @router.get("/conversations/{conversation_id}/moderation",
@@ -194,7 +191,7 @@ def build_router(*, authorize: Authorize, store: Store, moderation: ModerationSt
         if user_id not in conv.members and await moderation.get_user(app_id, user_id) is None:
             raise NotFound("no such user")
         changed = await moderation.set_mute(app_id, conversation_id, user_id, muted,
-                                            _actor(me), now_rfc3339())
+                                            actor(me), now_rfc3339())
         await auditor.record(request, me, "conversation.mute" if muted else "conversation.unmute",
                              target=conversation_id, app_id=app_id,
                              detail={"user_id": user_id, "changed": changed})
@@ -221,7 +218,7 @@ def build_router(*, authorize: Authorize, store: Store, moderation: ModerationSt
     async def _freeze(app_id: str, conversation_id: str, frozen: bool, request: Request,
                       me: Any) -> dict[str, Any]:
         await _conversation(app_id, conversation_id, me)
-        changed = await moderation.set_frozen(app_id, conversation_id, frozen, _actor(me),
+        changed = await moderation.set_frozen(app_id, conversation_id, frozen, actor(me),
                                               now_rfc3339())
         await auditor.record(request, me,
                              "conversation.freeze" if frozen else "conversation.unfreeze",
@@ -254,23 +251,35 @@ def build_router(*, authorize: Authorize, store: Store, moderation: ModerationSt
     async def delete_message(app_id: str, message_id: str, request: Request,
                              me: Annotated[Any, moderator]) -> Any:
         await _app(app_id, me)
-        state = (await store.get_messages([message_id])).get(message_id)
-        if state is None:
-            reserved = await sequencer.reserved_message(message_id)
-            if reserved is not None:  # answered ok, not yet written by the pipeline
-                conv = await store.get_conversation(reserved.conversation_id)
-                if conv is not None:
-                    state = MessageState(app_id=conv.app_id, message=reserved,
-                                         text_event_seq=0, last_event_seq=0)
-        if state is None or state.app_id != app_id:
-            raise NotFound("no such message")
-        tomb = await removal.remove(state, f"admin:{_actor(me)}")
+        state = await find_message(store, sequencer, app_id, message_id)
+        tomb = await removal.remove(state, f"admin:{actor(me)}")
         await auditor.record(request, me, "message.delete", target=message_id, app_id=app_id,
                              detail={"conversation_id": tomb.conversation_id,
                                      "sender_id": tomb.sender_id})
         return {"message": _message(tomb)}
 
     return router
+
+
+async def find_message(store: Store, sequencer: Sequencer, app_id: str,
+                       message_id: str) -> MessageState:
+    """The app's message, also one answered ok that the pipeline has not written yet."""
+    state = (await store.get_messages([message_id])).get(message_id)
+    if state is None:
+        reserved = await sequencer.reserved_message(message_id)
+        if reserved is not None:
+            conv = await store.get_conversation(reserved.conversation_id)
+            if conv is not None:
+                state = MessageState(app_id=conv.app_id, message=reserved,
+                                     text_event_seq=0, last_event_seq=0)
+    if state is None or state.app_id != app_id:
+        raise NotFound("no such message")
+    return state
+
+
+def actor(me: Any) -> str:
+    """Who acted, as moderation records name them: the admin id, or "root"."""
+    return str(getattr(me, "admin_id", "root"))
 
 
 def _message(m: Any) -> dict[str, Any]:

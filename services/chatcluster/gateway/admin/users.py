@@ -28,7 +28,7 @@ from pydantic import BaseModel, Field
 
 from chatcluster.domain.errors import BadRequest, NotFound
 from chatcluster.domain.ids import now_rfc3339
-from chatcluster.domain.moderation import ban_active
+from chatcluster.domain.moderation import ban_active, flag_view
 from chatcluster.gateway.admin.scope import require_app
 from chatcluster.ports.fanout import Envelope, Fanout
 from chatcluster.ports.moderation import ModerationStore, SessionInfo, UserRecord
@@ -201,7 +201,7 @@ def build_router(*, authorize: Authorize, store: Store, moderation: ModerationSt
 
     @router.get("/{user_id}/export",
                 summary="Everything kept about the user, as JSON: profile, sessions, "
-                        "conversations, messages they sent, receipts")
+                        "conversations, messages they sent, receipts, flags they made")
     async def export_user(app_id: str, user_id: str, request: Request,
                           me: Annotated[Any, admin_role]) -> Any:
         user = await _user(app_id, user_id, me)
@@ -237,6 +237,7 @@ def build_router(*, authorize: Authorize, store: Store, moderation: ModerationSt
             "messages": [_message_json(m) for m in messages],
             "receipts": [{"conversation_id": r.conversation_id, "kind": r.kind, "seq": r.seq}
                          for r in await moderation.receipts_of(app_id, user_id)],
+            "flags": [flag_view(f) for f in await moderation.flags_by(app_id, user_id)],
         }
 
     async def erase(app_id: str, user_id: str, request: Request, me: Any) -> dict[str, Any]:

@@ -32,7 +32,8 @@ from chatcluster.ports.webhooks import EVENT_TYPES, Delivery, DeliveryStatus, En
 Authorize = Callable[[str], Any]
 EventType = Literal["message.sent", "message.edited", "message.deleted", "reaction.added",
                     "reaction.removed", "conversation.updated", "member.added",
-                    "member.removed", "user.banned", "user.unbanned"]
+                    "member.removed", "user.banned", "user.unbanned",
+                    "message.flagged"]
 assert set(get_args(EventType)) == set(EVENT_TYPES)
 MAX_ENDPOINTS_PER_APP = 20
 
