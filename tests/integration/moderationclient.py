@@ -65,6 +65,21 @@ async def admin_call(cluster: Cluster, method: str, path: str, token: str | None
                       **kwargs)
 
 
+async def every_page(cluster: Cluster, path: str, key: str, **params: Any
+                     ) -> list[dict[str, Any]]:
+    """The ``key`` items of every page of an admin list route (root token), cursor by cursor."""
+    out: list[dict[str, Any]] = []
+    cursor = None
+    while True:
+        query = {**params, **({"cursor": cursor} if cursor else {})}
+        r = await admin_call(cluster, "GET", path, params=query)
+        assert r.status_code == 200, r.text
+        out += r.json()[key]
+        cursor = r.json()["next_cursor"]
+        if cursor is None:
+            return out
+
+
 async def expect_refused(client: Client, op: str, data: dict[str, Any], word: str,
                          timeout: float = 3.0) -> dict[str, Any]:
     """Until ``op`` is refused with ``forbidden`` and a message starting with ``word`` (the

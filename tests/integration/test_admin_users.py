@@ -14,6 +14,7 @@ from tests.integration.moderationclient import (
     RANK,
     ROLES,
     admin_call,
+    every_page,
     refresh,
     sign_in,
 )
@@ -25,16 +26,7 @@ async def team(cluster: Cluster) -> dict[str, Admin]:
 
 
 async def list_all(cluster: Cluster, **params: Any) -> list[dict[str, Any]]:
-    out: list[dict[str, Any]] = []
-    cursor = None
-    while True:
-        query = {**params, **({"cursor": cursor} if cursor else {})}
-        r = await admin_call(cluster, "GET", f"/apps/{cluster.app_id}/users", params=query)
-        assert r.status_code == 200, r.text
-        out += r.json()["users"]
-        cursor = r.json()["next_cursor"]
-        if cursor is None:
-            return out
+    return await every_page(cluster, f"/apps/{cluster.app_id}/users", "users", **params)
 
 
 async def test_users_are_listed_and_searched_by_prefix_a_page_at_a_time(

@@ -8,7 +8,7 @@ from typing import Any
 from tests.chatclient import Client, Cluster, group
 from tests.integration.adminclient import audit
 from tests.integration.conftest import unique
-from tests.integration.moderationclient import admin_call, open_socket
+from tests.integration.moderationclient import admin_call, every_page, open_socket
 
 
 async def send(client: Client, cid: str, text: str) -> dict[str, Any]:
@@ -17,17 +17,10 @@ async def send(client: Client, cid: str, text: str) -> dict[str, Any]:
     return dict(data["message"])
 
 
-async def queue(cluster: Cluster, status: str = "open", **params: Any) -> list[dict[str, Any]]:
-    flags: list[dict[str, Any]] = []
-    cursor = None
-    while True:
-        query = {"status": status, "limit": 2, **params, **({"cursor": cursor} if cursor else {})}
-        r = await admin_call(cluster, "GET", f"/apps/{cluster.app_id}/flags", params=query)
-        assert r.status_code == 200, r.text
-        flags += r.json()["flags"]
-        cursor = r.json()["next_cursor"]
-        if cursor is None:
-            return flags
+async def queue(cluster: Cluster, status: str = "open") -> list[dict[str, Any]]:
+    """The app's flags with ``status``, two per page (so paging is exercised)."""
+    return await every_page(cluster, f"/apps/{cluster.app_id}/flags", "flags",
+                            status=status, limit=2)
 
 
 async def test_members_flag_once_and_bad_flags_get_clear_errors(cluster: Cluster) -> None:

@@ -146,3 +146,19 @@ def _resolve(entries: list[tuple[asyncio.Future[Any], Any, BaseException | None]
             fut.set_result(result)
         else:
             fut.set_exception(exc)
+
+
+def app_page_filter(app_id: str, status: str | None, bound: tuple[str, str] | None,
+                    direction: str) -> tuple[str, list[str]]:
+    """``WHERE`` clause and arguments for one page of an app's rows, of one ``status`` if
+    given, past a ``(created_at, id)`` keyset ``bound`` (``direction`` ``">"`` going forward in
+    time, ``"<"`` going back)."""
+    assert direction in (">", "<")
+    where, args = "app_id=?", [app_id]
+    if status is not None:
+        where += " AND status=?"
+        args.append(status)
+    if bound is not None:
+        where += f" AND (created_at, id) {direction} (?, ?)"
+        args += [bound[0], bound[1]]
+    return where, args

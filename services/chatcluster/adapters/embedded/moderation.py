@@ -18,7 +18,7 @@ from chatcluster.ports.moderation import (
 )
 from chatcluster.ports.store import ReceiptMark
 
-from .database import Database
+from .database import Database, app_page_filter
 from .store import SCHEMA as STORE_SCHEMA
 
 SCHEMA = STORE_SCHEMA + """
@@ -185,13 +185,7 @@ class SqliteModerationStore:
 
     async def list_flags(self, app_id: str, status: FlagStatus | None,
                          after: tuple[str, str] | None, limit: int) -> list[Flag]:
-        where, args = "app_id=?", [app_id]
-        if status is not None:
-            where += " AND status=?"
-            args.append(status)
-        if after is not None:
-            where += " AND (created_at, id) > (?, ?)"
-            args += list(after)
+        where, args = app_page_filter(app_id, status, after, ">")
         rows = await self.db.read(lambda c: c.execute(
             f"SELECT {_FLAG_COLUMNS} FROM flags WHERE {where} ORDER BY created_at, id LIMIT ?",
             (*args, limit)).fetchall())

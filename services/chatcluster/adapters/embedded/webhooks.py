@@ -19,7 +19,7 @@ from chatcluster.ports.webhooks import (
     MembersMark,
 )
 
-from .database import Database
+from .database import Database, app_page_filter
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS endpoints (
@@ -148,13 +148,7 @@ class SqliteWebhookStore:
 
     async def list_deliveries(self, app_id: str, status: DeliveryStatus | None, limit: int,
                               before: tuple[str, str] | None) -> list[Delivery]:
-        where, args = "app_id=?", [app_id]
-        if status is not None:
-            where += " AND status=?"
-            args.append(status)
-        if before is not None:
-            where += " AND (created_at, id) < (?, ?)"
-            args += [before[0], before[1]]
+        where, args = app_page_filter(app_id, status, before, "<")
         rows = await self.db.read(lambda c: c.execute(
             f"SELECT {_DELIVERY_COLS} FROM deliveries WHERE {where} "
             f"ORDER BY created_at DESC, id DESC LIMIT ?", (*args, limit)).fetchall())
