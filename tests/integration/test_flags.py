@@ -48,6 +48,10 @@ async def test_members_flag_once_and_bad_flags_get_clear_errors(cluster: Cluster
         error = await who.error("message.flag", data)
         assert error["code"] == code and word in error["message"], (data, error)
     await a.ok("message.delete", {"message_id": (mine := await send(a, cid, "oops"))["id"]})
+    # b is on the other replica: it knows of the delete once the event reached it (a flag
+    # racing the delete is accepted, and harmless: the message is gone either way).
+    seen = await b.event("message.deleted", timeout=5)
+    assert seen["data"]["message"]["id"] == mine["id"]
     error = await b.error("message.flag", {"message_id": mine["id"]})
     assert error == {"code": "bad_request", "message": "message_id: the message is deleted"}
     for client in (a, b, c):
