@@ -43,7 +43,6 @@ import platform
 import re
 import resource
 import secrets
-import shlex
 import shutil
 import signal
 import socket
@@ -57,6 +56,8 @@ from pathlib import Path
 from typing import Any
 
 from procs import (
+    SERVICES,
+    Affinity,
     Server,
     cpu_busy_pct,
     cpu_times,
@@ -68,13 +69,14 @@ from procs import (
     proc_ticks,
     read_proc,
     schedstat,
+    service_pids,
+    services_up,
     url_port,
 )
 
 BENCH_DIR = Path(__file__).resolve().parent
 REPO_DIR = BENCH_DIR.parent
 CLK_TCK = os.sysconf("SC_CLK_TCK")
-SERVICES = ("redis", "kafka", "ferretdb")
 NOISY_PCT = 10.0  # other processes' share of the servers' core that makes a run "noisy"
 SEND_OP = "message.send"
 
@@ -114,48 +116,7 @@ def prom(text: str, name: str, **labels: str) -> float | None:
 # CPU affinity: pin, and always put back
 
 
-class Affinity:
-    """Pins processes (every thread: ``taskset -a -cp``) and restores what they had."""
-
-    def __init__(self) -> None:
-        self.saved: dict[int, tuple[str, list[int]]] = {}  # pid -> (cmd, cores before)
-        self.lock = threading.Lock()
-
-    def pin(self, pid: int, core: int, *, restore: bool) -> bool:
-        with self.lock:
-            if restore and pid not in self.saved:
-                try:
-                    before = sorted(os.sched_getaffinity(pid))
-                except OSError:
-                    log(f"cannot read the affinity of {pid} (gone?): not pinned")
-                    return False
-                self.saved[pid] = (proc_cmd(pid)[:120], before)
-            r = subprocess.run(["taskset", "-a", "-cp", str(core), str(pid)],
-                               capture_output=True, text=True, timeout=30, check=False)
-            if r.returncode != 0:
-                log(f"taskset -a -cp {core} {pid} failed: {r.stderr.strip()[:200]}")
-            return r.returncode == 0
-
-    def restore_all(self) -> list[dict]:
-        out = []
-        with self.lock:
-            for pid, (cmd, cores) in list(self.saved.items()):
-                if proc_stat(pid) is None or proc_cmd(pid)[:120] != cmd:
-                    log(f"affinity of {pid}: not restored, the process is gone")
-                    out.append({"pid": pid, "restored": False, "why": "gone"})
-                    self.saved.pop(pid)
-                    continue
-                spec = ",".join(map(str, cores or range(os.cpu_count() or 1)))
-                r = subprocess.run(["taskset", "-a", "-cp", spec, str(pid)],
-                                   capture_output=True, text=True, timeout=30, check=False)
-                out.append({"pid": pid, "cores": spec, "restored": r.returncode == 0})
-                log(f"affinity of {pid} ({cmd.split()[0] if cmd else '?'}) restored to {spec}"
-                    + ("" if r.returncode == 0 else f" FAILED: {r.stderr.strip()[:200]}"))
-                self.saved.pop(pid)
-        return out
-
-
-AFFINITY = Affinity()
+AFFINITY = Affinity(log)
 
 
 # --------------------------------------------------------------------------------------------
@@ -634,44 +595,6 @@ def find_pyspy(explicit: str | None) -> str | None:
 # the production servers
 
 
-def services_up(args: argparse.Namespace) -> tuple[dict[str, str], bool]:
-    """`scripts/services up`: the exports, and whether all three were already running."""
-    st = subprocess.run([str(REPO_DIR / "scripts" / "services"), "status"], cwd=REPO_DIR,
-                        capture_output=True, text=True, timeout=60, check=False)
-    were_up = st.returncode == 0
-    log("production: scripts/services up" + (" (already running)" if were_up else ""))
-    r = subprocess.run([str(REPO_DIR / "scripts" / "services"), "up"], cwd=REPO_DIR,
-                       stdout=subprocess.PIPE, stderr=None, text=True,
-                       timeout=args.services_timeout, check=False)
-    if r.returncode != 0:
-        raise RuntimeError(f"scripts/services up failed (exit {r.returncode})")
-    env: dict[str, str] = {}
-    for line in r.stdout.splitlines():
-        parts = shlex.split(line)
-        if len(parts) == 2 and parts[0] == "export" and "=" in parts[1]:
-            k, v = parts[1].split("=", 1)
-            env[k] = v
-    for k in ("CHAT_STORE_URL", "CHAT_BUS_URL", "CHAT_CACHE_URL", "CHAT_SERVICES_DIR"):
-        if k not in env:
-            raise RuntimeError(f"scripts/services up printed no {k}")
-    for k in ("CHAT_STORE_URL", "CHAT_BUS_URL", "CHAT_CACHE_URL"):
-        host = env[k].split("://", 1)[1].split("/", 1)[0].split(",")
-        if not all(h.rsplit(":", 1)[0] in ("127.0.0.1", "localhost") for h in host):
-            raise RuntimeError(f"refusing a non-loopback backend: {k}={env[k]}")
-    return env, were_up
-
-
-def service_pids(services_dir: str) -> dict[str, int]:
-    out = {}
-    for name in SERVICES:
-        for pf in sorted(Path(services_dir, name).glob("*.pid")):
-            with contextlib.suppress(OSError, ValueError):
-                pid = int(pf.read_text().strip())
-                if proc_stat(pid) is not None:
-                    out[name] = pid
-    return out
-
-
 def run_helper(python: str, argv: list[str], timeout: float) -> dict:
     try:
         r = subprocess.run([python, str(Path(__file__).resolve()), "_helper", *argv],
@@ -771,7 +694,7 @@ class System:
     def ensure_services(self) -> None:
         if self.backend_env:
             return
-        svc, were_up = services_up(self.args)
+        svc, were_up = services_up(self.args.services_timeout, log)
         self.result["services_were_running"] = were_up
         self.backend_env = svc
         self.result["backends"] = {

@@ -12,6 +12,7 @@ import contextlib
 import json
 import os
 import queue
+import shlex
 import signal
 import subprocess
 import threading
@@ -19,6 +20,9 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import urlsplit
+
+SERVICES_SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "services"
+SERVICES = ("redis", "kafka", "ferretdb")
 
 
 def read_proc(path: str) -> str | None:
@@ -234,3 +238,84 @@ class Server:
     def stop(self, timeout: float = 30) -> None:
         stop_group(self.proc, self.name, self.log, timeout)
         self.log_file.close()
+
+
+def services_up(timeout: float, log: Callable[[str], None]) -> tuple[dict[str, str], bool]:
+    """`scripts/services up`: the exports, and whether all three were already running."""
+    st = subprocess.run([str(SERVICES_SCRIPT), "status"], cwd=SERVICES_SCRIPT.parent.parent,
+                        capture_output=True, text=True, timeout=60, check=False)
+    were_up = st.returncode == 0
+    log("production: scripts/services up" + (" (already running)" if were_up else ""))
+    r = subprocess.run([str(SERVICES_SCRIPT), "up"], cwd=SERVICES_SCRIPT.parent.parent,
+                       stdout=subprocess.PIPE, stderr=None, text=True,
+                       timeout=timeout, check=False)
+    if r.returncode != 0:
+        raise RuntimeError(f"scripts/services up failed (exit {r.returncode})")
+    env: dict[str, str] = {}
+    for line in r.stdout.splitlines():
+        parts = shlex.split(line)
+        if len(parts) == 2 and parts[0] == "export" and "=" in parts[1]:
+            k, v = parts[1].split("=", 1)
+            env[k] = v
+    for k in ("CHAT_STORE_URL", "CHAT_BUS_URL", "CHAT_CACHE_URL", "CHAT_SERVICES_DIR"):
+        if k not in env:
+            raise RuntimeError(f"scripts/services up printed no {k}")
+    for k in ("CHAT_STORE_URL", "CHAT_BUS_URL", "CHAT_CACHE_URL"):
+        host = env[k].split("://", 1)[1].split("/", 1)[0].split(",")
+        if not all(h.rsplit(":", 1)[0] in ("127.0.0.1", "localhost") for h in host):
+            raise RuntimeError(f"refusing a non-loopback backend: {k}={env[k]}")
+    return env, were_up
+
+
+def service_pids(services_dir: str) -> dict[str, int]:
+    out = {}
+    for name in SERVICES:
+        for pf in sorted(Path(services_dir, name).glob("*.pid")):
+            with contextlib.suppress(OSError, ValueError):
+                pid = int(pf.read_text().strip())
+                if proc_stat(pid) is not None:
+                    out[name] = pid
+    return out
+
+
+class Affinity:
+    """Pins processes (every thread: ``taskset -a -cp``) and restores what they had."""
+
+    def __init__(self, log: Callable[[str], None]) -> None:
+        self.log = log
+        self.saved: dict[int, tuple[str, list[int]]] = {}  # pid -> (cmd, cores before)
+        self.lock = threading.Lock()
+
+    def pin(self, pid: int, core: int, *, restore: bool) -> bool:
+        with self.lock:
+            if restore and pid not in self.saved:
+                try:
+                    before = sorted(os.sched_getaffinity(pid))
+                except OSError:
+                    self.log(f"cannot read the affinity of {pid} (gone?): not pinned")
+                    return False
+                self.saved[pid] = (proc_cmd(pid)[:120], before)
+            r = subprocess.run(["taskset", "-a", "-cp", str(core), str(pid)],
+                               capture_output=True, text=True, timeout=30, check=False)
+            if r.returncode != 0:
+                self.log(f"taskset -a -cp {core} {pid} failed: {r.stderr.strip()[:200]}")
+            return r.returncode == 0
+
+    def restore_all(self) -> list[dict]:
+        out = []
+        with self.lock:
+            for pid, (cmd, cores) in list(self.saved.items()):
+                if proc_stat(pid) is None or proc_cmd(pid)[:120] != cmd:
+                    self.log(f"affinity of {pid}: not restored, the process is gone")
+                    out.append({"pid": pid, "restored": False, "why": "gone"})
+                    self.saved.pop(pid)
+                    continue
+                spec = ",".join(map(str, cores or range(os.cpu_count() or 1)))
+                r = subprocess.run(["taskset", "-a", "-cp", spec, str(pid)],
+                                   capture_output=True, text=True, timeout=30, check=False)
+                out.append({"pid": pid, "cores": spec, "restored": r.returncode == 0})
+                self.log(f"affinity of {pid} ({cmd.split()[0] if cmd else '?'}) restored to "
+                         f"{spec}" + ("" if r.returncode == 0
+                                      else f" FAILED: {r.stderr.strip()[:200]}"))
+                self.saved.pop(pid)
+        return out

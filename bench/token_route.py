@@ -8,14 +8,17 @@ saturation rate (the issue's "half load", from ``--half-concurrency`` workers pa
 ``-q``), each after a short warm-up. Latencies come from
 hey's per-request CSV; requests per second count only 2xx answers.
 
-- ``token``: ``POST /api/v1/auth/sdk/token`` of ``chatcluster up`` (embedded backends, a
-  fresh state directory). The bench app's quotas are raised first (admin settings route) so
-  the load measures the route, not the rate limiter's refusals; the same user signs in every
-  time, so a session and a user row are written per request as in production.
+- ``token``: ``POST /api/v1/auth/sdk/token`` of ``chatcluster up`` (embedded backends and a
+  fresh state directory by default; ``--backends production``: Redis, Kafka and FerretDB from
+  ``scripts/services``, pinned to the server core with the cluster). The bench app's quotas
+  are raised first (admin settings route) so the load measures the route, not the rate
+  limiter's refusals; the same user signs in every time, so a session and a user row are
+  written per request as in production.
 - ``baseline``: ``bench/baseline_fastapi.py``, the same body model and a constant answer.
 
 Targets (issue 5): token requests/s >= 0.3 x baseline; token p99 <= 20 ms at half load.
-Output: ``bench/results/token-<UTC>.json`` and ``.png``; progress on stderr. Loopback only.
+Output: ``bench/results/token[-production]-<UTC>.json`` and ``.png``; progress on stderr.
+Loopback only.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ import datetime
 import io
 import json
 import os
+import secrets
 import shutil
 import statistics
 import subprocess
@@ -36,7 +40,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from procs import Server, loopback
+from procs import Affinity, Server, loopback, service_pids, services_up
 
 BENCH_DIR = Path(__file__).resolve().parent
 REPO_DIR = BENCH_DIR.parent
@@ -154,7 +158,8 @@ def plot(results: dict[str, Any], png: Path) -> None:
     ax2.set_ylabel("ms")
     ax2.set_title("latency at half of the token route's saturation rate")
     ax2.legend(fontsize=8)
-    fig.suptitle(f"token route vs bare FastAPI, {results['timestamp']}; servers on core "
+    fig.suptitle(f"token route ({results['params']['backends']} backends) vs bare FastAPI, "
+                 f"{results['timestamp']}; servers on core "
                  f"{results['params']['server_core']}, hey on core {results['params']['gen_core']}")
     fig.tight_layout()
     fig.savefig(png, dpi=110)
@@ -176,6 +181,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--chatcluster", default=str(REPO_DIR / ".venv" / "bin" / "chatcluster"),
                    help="the chatcluster command (default: .venv/bin/chatcluster)")
     p.add_argument("--out-dir", type=Path, default=BENCH_DIR / "results")
+    p.add_argument("--backends", choices=("embedded", "production"), default="embedded",
+                   help="the token route's backends (embedded): production starts Redis, "
+                        "Kafka and FerretDB with scripts/services, pins them to the server "
+                        "core too, and gives the run its own namespace")
+    p.add_argument("--services-timeout", type=float, default=900,
+                   help="s for scripts/services up (900: a cold run builds the servers)")
     args = p.parse_args(argv)
     hey = build_hey()
     python = str(Path(args.chatcluster).with_name("python"))
@@ -185,6 +196,13 @@ def main(argv: list[str] | None = None) -> int:
         "out_dir": str(args.out_dir), "hey": HEY_VERSION}}
     env = {**os.environ, "CHAT_STORE_URL": "", "CHAT_BUS_URL": "", "CHAT_CACHE_URL": "",
            "CHAT_NAMESPACE": ""}
+    affinity = Affinity(log)
+    if args.backends == "production":
+        svc, _ = services_up(args.services_timeout, log)
+        env.update({k: svc[k] for k in ("CHAT_STORE_URL", "CHAT_BUS_URL", "CHAT_CACHE_URL")},
+                   CHAT_NAMESPACE=f"tokbench{secrets.token_hex(4)}")
+        for pid in service_pids(svc["CHAT_SERVICES_DIR"]).values():
+            affinity.pin(pid, args.server_core, restore=True)
     up = Server("chatcluster", ["taskset", "-c", str(args.server_core), args.chatcluster, "up",
                                 "--json", "--state-dir", str(work / "state")],
                 work / "up.log", env, log)
@@ -216,6 +234,7 @@ def main(argv: list[str] | None = None) -> int:
                                       results["token"]["saturation"]["ok_per_s"])
     finally:
         base.stop()
+        affinity.restore_all()
     tok, bas = results["token"], results["baseline"]
     ratio = round(tok["saturation"]["ok_per_s"] / max(bas["saturation"]["ok_per_s"], 1e-9), 3)
     p99 = tok["half_load"]["latency_ms"]["p99"]
@@ -223,9 +242,10 @@ def main(argv: list[str] | None = None) -> int:
                           "token_p99_half_load_ms": p99,
                           "p99_target_20ms_met": p99 is not None and p99 <= 20}
     args.out_dir.mkdir(parents=True, exist_ok=True)
-    path = args.out_dir / f"token-{stamp}.json"
+    name = "token" if args.backends == "embedded" else "token-production"
+    path = args.out_dir / f"{name}-{stamp}.json"
     path.write_text(json.dumps(results, indent=1))
-    plot(results, args.out_dir / f"token-{stamp}.png")
+    plot(results, args.out_dir / f"{name}-{stamp}.png")
     shutil.rmtree(work, ignore_errors=True)
     log(f"summary: {results['summary']}")
     print(path)
