@@ -199,8 +199,12 @@ def main(argv: list[str] | None = None) -> int:
     affinity = Affinity(log)
     if args.backends == "production":
         svc, _ = services_up(args.services_timeout, log)
-        env.update({k: svc[k] for k in ("CHAT_STORE_URL", "CHAT_BUS_URL", "CHAT_CACHE_URL")},
-                   CHAT_NAMESPACE=f"tokbench{secrets.token_hex(4)}")
+        namespace = f"tokbench{secrets.token_hex(4)}"
+        # A database of its own (dropped at the end): the sessions of earlier runs would
+        # otherwise weigh on every query FerretDB answers by scanning.
+        store_url = svc["CHAT_STORE_URL"].rsplit("/", 1)[0] + "/" + namespace
+        env.update({k: svc[k] for k in ("CHAT_BUS_URL", "CHAT_CACHE_URL")},
+                   CHAT_STORE_URL=store_url, CHAT_NAMESPACE=namespace)
         for pid in service_pids(svc["CHAT_SERVICES_DIR"]).values():
             affinity.pin(pid, args.server_core, restore=True)
     up = Server("chatcluster", ["taskset", "-c", str(args.server_core), args.chatcluster, "up",
@@ -235,6 +239,11 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         base.stop()
         affinity.restore_all()
+        if args.backends == "production":
+            subprocess.run([python, "-c", "import pymongo, sys; "
+                            "pymongo.MongoClient(sys.argv[1]).drop_database(sys.argv[2])",
+                            env["CHAT_STORE_URL"], env["CHAT_NAMESPACE"]], timeout=60,
+                           check=False)
     tok, bas = results["token"], results["baseline"]
     ratio = round(tok["saturation"]["ok_per_s"] / max(bas["saturation"]["ok_per_s"], 1e-9), 3)
     p99 = tok["half_load"]["latency_ms"]["p99"]

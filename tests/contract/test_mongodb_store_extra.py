@@ -18,7 +18,7 @@ from chatcluster.adapters.embedded.store import SqliteStore
 from chatcluster.adapters.mongodb.store import INDEXES, MongoStore
 from chatcluster.domain import rules
 from chatcluster.domain.errors import Unavailable, VersionConflict
-from chatcluster.domain.model import ConversationState, Message, MessageState
+from chatcluster.domain.model import ConversationState, Message, MessageState, Session
 from chatcluster.ports.store import ActivityMark, LoggedEvent, PipelineBatch, ReceiptMark, Store
 
 pytestmark = pytest.mark.skipif(not os.environ.get("CHAT_STORE_URL"),
@@ -333,3 +333,22 @@ async def test_answers_like_the_embedded_store(mongo: MongoStore, tmp_path: Path
     assert len(got) == len(expected)
     for i, (a, b) in enumerate(zip(got, expected, strict=True)):
         assert a == b, f"answer {i} differs"
+
+
+async def test_revocations_are_polled_from_a_small_log_never_from_every_session(
+        mongo: MongoStore, commands: Commands) -> None:
+    """FerretDB v1 does not use the sessions' revoked_at index: replicas' one-second poll would
+    scan every session ever made. It reads the revocation log, pruned past REVOCATION_LOG_S."""
+    for i in range(3):
+        await mongo.create_session(Session(id=f"s{i}", app_id="app", user_id="u",
+                                           refresh_jti="j", created_at=T0))
+    await mongo.revoke_session("s0", "2026-01-01T00:00:00.000Z")
+    await mongo.revoke_session("s1", "2026-01-01T03:00:00.000Z")
+    await mongo.revoke_session("s1", "2026-01-01T03:00:09.000Z")  # again: the first time stays
+    commands.clear()
+    assert await mongo.revoked_sessions_since("2026-01-01T02:59:55.000Z") == ["s1"]
+    assert [c["find"] for c in commands.commands if "find" in c] == ["revocations"]
+    assert [d["_id"] async for d in mongo.revocations.find({})] == ["s1"], "s0's entry pruned"
+    assert (await mongo.get_session("s0")).revoked_at == "2026-01-01T00:00:00.000Z"
+    assert (await mongo.get_session("s1")).revoked_at == "2026-01-01T03:00:00.000Z"
+    assert (await mongo.get_session("s2")).revoked_at is None

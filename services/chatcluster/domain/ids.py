@@ -21,3 +21,8 @@ def now_rfc3339() -> str:
 
 def rfc3339(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
+def parse_rfc3339(value: str) -> float:
+    """The unix time of an RFC 3339 string (``rfc3339``'s format, or any offset)."""
+    return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()

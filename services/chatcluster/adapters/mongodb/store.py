@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import AsyncIterator, Awaitable
 from typing import Any
 from urllib.parse import parse_qsl
@@ -51,6 +52,7 @@ from pymongo.errors import (
 )
 
 from chatcluster.domain.errors import Unavailable, VersionConflict
+from chatcluster.domain.ids import parse_rfc3339, rfc3339
 from chatcluster.domain.model import (
     App,
     ConversationActivity,
@@ -87,6 +89,7 @@ FERRETDB_UPDATES_PER_COMMAND = 20
 # creating them again (every process start) is a no-op.
 INDEXES: dict[str, list[IndexModel]] = {
     "sessions": [IndexModel([("revoked_at", ASCENDING)], name="sessions_revoked")],
+    "revocations": [IndexModel([("at", ASCENDING)], name="revocations_by_time")],
     "conversations": [
         IndexModel([("app_id", ASCENDING), ("direct_key", ASCENDING)], unique=True,
                    name="conversations_direct"),
@@ -109,7 +112,13 @@ INDEXES: dict[str, list[IndexModel]] = {
                    name="receipts_by_user"),
     ],
 }
-COLLECTIONS = ("apps", "users", "sessions", "conversations", "messages", "sync_log", "receipts")
+COLLECTIONS = ("apps", "users", "sessions", "conversations", "messages", "sync_log", "receipts",
+               "revocations")
+# Revocations are also logged in their own small collection, kept this long: replicas poll the
+# last seconds of it every second, and FerretDB v1 would scan every session ever made to answer
+# that from ``sessions`` (it does not use secondary indexes). Pruned at most every PRUNE_S.
+REVOCATION_LOG_S = 3600.0
+REVOCATION_PRUNE_S = 60.0
 
 _enc = msgspec.msgpack.Encoder()
 _conv_dec = msgspec.msgpack.Decoder(ConversationState)
@@ -158,6 +167,8 @@ class MongoStore:
         self.messages = self.db["messages"]
         self.sync_entries = self.db["sync_log"]
         self.receipts = self.db["receipts"]
+        self.revocations = self.db["revocations"]
+        self._pruned_at = 0.0
         self._ready = False
         self._setup_lock = asyncio.Lock()
         # Statements per ``update`` command; None: no limit. Set by the first operation.
@@ -359,13 +370,22 @@ class MongoStore:
 
     async def revoke_session(self, session_id: str, now: str) -> None:
         async with self._op():
+            # The log first: a crash in between closes the sockets of a session that still
+            # works (they reconnect), never leaves a revoked session's sockets open.
+            await self.revocations.update_one({"_id": session_id}, {"$setOnInsert": {"at": now}},
+                                              upsert=True)
             await self.sessions.update_one({"_id": session_id, "revoked_at": None},
                                            {"$set": {"revoked_at": now}})
 
     async def revoked_sessions_since(self, since: str) -> list[str]:
+        """From the revocation log: ``since`` must be within ``REVOCATION_LOG_S`` (replicas
+        ask for the last ten seconds)."""
         async with self._op():
-            # $gte on a string never matches null (comparisons stay within one BSON type).
-            docs = await self.sessions.find({"revoked_at": {"$gte": since}}, {"_id": 1}).to_list()
+            docs = await self.revocations.find({"at": {"$gte": since}}, {"_id": 1}).to_list()
+            if time.monotonic() - self._pruned_at > REVOCATION_PRUNE_S:
+                self._pruned_at = time.monotonic()
+                await self.revocations.delete_many(
+                    {"at": {"$lt": rfc3339(parse_rfc3339(since) - REVOCATION_LOG_S)}})
         return [d["_id"] for d in docs]
 
     # conversations ----------------------------------------------------------------------------
