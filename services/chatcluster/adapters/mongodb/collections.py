@@ -1,6 +1,6 @@
-"""What the smaller MongoDB adapters (admin, moderation, webhooks, usage) share with
-``store.MongoStore``: one client with the same durable defaults and timeouts, collections and
-indexes created once and idempotently, and connection failures surfaced as ``Unavailable``."""
+"""What every MongoDB adapter (store, admin, moderation, webhooks, usage) shares: one client with
+durable defaults and fail-fast timeouts, collections and indexes created once and idempotently,
+and connection failures surfaced as ``Unavailable``."""
 
 from __future__ import annotations
 
@@ -17,21 +17,21 @@ from pymongo.errors import BulkWriteError, ConnectionFailure, OperationFailure, 
 
 from chatcluster.domain.errors import Unavailable
 
-from .store import (
-    CONNECT_TIMEOUT_MS,
-    DEFAULT_DATABASE,
-    DUPLICATE_KEY,
-    NAMESPACE_EXISTS,
-    SERVER_SELECTION_TIMEOUT_MS,
-    SOCKET_TIMEOUT_MS,
-)
-
 Doc = dict[str, Any]
+
+DEFAULT_DATABASE = "chatcluster"  # when neither the argument nor the URL's path names one
+DUPLICATE_KEY = 11000
+NAMESPACE_EXISTS = 48
+# Fail a request fast when the server is down instead of waiting PyMongo's default 30 s.
+SERVER_SELECTION_TIMEOUT_MS = 3_000
+CONNECT_TIMEOUT_MS = 3_000
+# Like the embedded store's busy timeout: a stuck server surfaces as "unavailable", not a hang.
+SOCKET_TIMEOUT_MS = 30_000
 
 
 class MongoCollections:
-    """A client on one database whose ``INDEXES`` (collection -> index models) exist before
-    the first operation of each instance."""
+    """A client on one database whose ``INDEXES`` (collection -> index models; a collection
+    without indexes maps to ``[]``) exist before the first operation of each instance."""
 
     INDEXES: dict[str, list[IndexModel]] = {}
 
@@ -46,7 +46,8 @@ class MongoCollections:
         if "sockettimeoutms" not in given:
             defaults["socketTimeoutMS"] = SOCKET_TIMEOUT_MS
         if not given & {"w", "journal", "j"}:
-            defaults.update(w="majority", journal=True)  # "durable on return"
+            # The ports promise "durable on return": acknowledged by a majority, journaled.
+            defaults.update(w="majority", journal=True)
         self.client: AsyncMongoClient[Doc] = AsyncMongoClient(url, **defaults, **client_options)
         self.db: AsyncDatabase[Doc] = (self.client[database] if database is not None else
                                        self.client.get_default_database(DEFAULT_DATABASE))
@@ -54,27 +55,40 @@ class MongoCollections:
         self._setup_lock = asyncio.Lock()
         self._closed = False
 
+    async def start(self) -> None:
+        """Create the collections and indexes if missing (idempotent; also done lazily)."""
+        async with self._op():
+            pass
+
+    async def _prepare(self) -> None:
+        """Before the collections are set up: what an adapter learns of the server."""
+
     async def _setup(self) -> None:
         async with self._setup_lock:
             if self._ready:
                 return
+            await self._prepare()
             existing = set(await self.db.list_collection_names())
             for name, models in self.INDEXES.items():
                 if name not in existing:
                     try:
                         await self.db.create_collection(name, check_exists=False)
                     except OperationFailure as exc:
+                        # Another process created it between our listing and this call.
                         if exc.code != NAMESPACE_EXISTS:
                             raise
                 have = {ix["name"] async for ix in await self.db[name].list_indexes()}
                 for model in models:
-                    # One at a time, only the missing ones (FerretDB v1.24: see store.py).
+                    # One index per command, and only the missing ones: FerretDB v1.24 drops
+                    # the connection (a server-side panic) when one createIndexes command names
+                    # several indexes that exist already. Re-creating a single one is a no-op.
                     if model.document["name"] not in have:
                         await self.db[name].create_indexes([model])
             self._ready = True
 
     @contextlib.asynccontextmanager
     async def _op(self) -> AsyncIterator[None]:
+        """Every operation runs inside: set up once, and map connection failures."""
         if self._closed:
             raise Unavailable("store is closed")
         try:
@@ -85,6 +99,7 @@ class MongoCollections:
             detail = str(exc).split(",", 1)[0][:200]
             raise Unavailable(f"store unreachable ({type(exc).__name__}: {detail})") from exc
         except WriteConcernError as exc:
+            # Applied, but not known to be durable: to the caller it is a retryable failure.
             raise Unavailable(f"store write not acknowledged as durable: {exc}") from exc
         except BulkWriteError as exc:
             if exc.details.get("writeConcernErrors"):
@@ -102,7 +117,7 @@ class MongoCollections:
             errors = exc.details.get("writeErrors", [])
             if exc.details.get("writeConcernErrors") or any(
                     e.get("code") != DUPLICATE_KEY for e in errors):
-                raise
+                raise  # _op turns a write-concern failure into Unavailable
             return {int(e["index"]) for e in errors}
         return set()
 

@@ -34,24 +34,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import Awaitable
 from typing import Any
-from urllib.parse import parse_qsl
 
 import msgspec
-from pymongo import ASCENDING, DESCENDING, AsyncMongoClient, IndexModel, UpdateOne
+from pymongo import ASCENDING, DESCENDING, IndexModel, UpdateOne
 from pymongo.asynchronous.collection import AsyncCollection
-from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import (
-    BulkWriteError,
-    ConnectionFailure,
-    DuplicateKeyError,
-    OperationFailure,
-    PyMongoError,
-    WriteConcernError,
-)
+from pymongo.errors import DuplicateKeyError, PyMongoError
 
-from chatcluster.domain.errors import Unavailable, VersionConflict
+from chatcluster.domain.errors import VersionConflict
 from chatcluster.domain.ids import parse_rfc3339, rfc3339
 from chatcluster.domain.model import (
     App,
@@ -69,16 +60,8 @@ from chatcluster.ports.store import (
     encode_cursor,
 )
 
-Doc = dict[str, Any]
+from .collections import Doc, MongoCollections
 
-DEFAULT_DATABASE = "chatcluster"  # when neither the argument nor the URL's path names one
-DUPLICATE_KEY = 11000
-NAMESPACE_EXISTS = 48
-# Fail a request fast when the server is down instead of waiting PyMongo's default 30 s.
-SERVER_SELECTION_TIMEOUT_MS = 3_000
-CONNECT_TIMEOUT_MS = 3_000
-# Like the embedded store's busy timeout: a stuck server surfaces as "unavailable", not a hang.
-SOCKET_TIMEOUT_MS = 30_000
 # FerretDB v1.24 (SQLite) keeps every statement's query open until an ``update`` command ends,
 # and a database has 100 SQLite connections: a command of 100 statements waits forever for a
 # connection it holds itself. Commands of 20 leave room for five such writers at once.
@@ -114,6 +97,7 @@ INDEXES: dict[str, list[IndexModel]] = {
 }
 COLLECTIONS = ("apps", "users", "sessions", "conversations", "messages", "sync_log", "receipts",
                "revocations")
+assert set(INDEXES) <= set(COLLECTIONS)
 # Revocations are also logged in their own small collection, kept this long: replicas poll the
 # last seconds of it every second, and FerretDB v1 would scan every session ever made to answer
 # that from ``sessions`` (it does not use secondary indexes). Pruned at most every PRUNE_S.
@@ -140,26 +124,14 @@ def group_key(conversation_id: str) -> str:
     return f"g:{conversation_id}"
 
 
-class MongoStore:
+class MongoStore(MongoCollections):
     """The Store port on MongoDB or FerretDB. Collections and indexes are created, idempotently,
     before the first operation of each instance."""
 
+    INDEXES = {name: INDEXES.get(name, []) for name in COLLECTIONS}
+
     def __init__(self, url: str, database: str | None = None, **client_options: Any) -> None:
-        given = {k.lower() for k, _ in parse_qsl(url.partition("?")[2])}
-        given |= {k.lower() for k in client_options}
-        defaults: dict[str, Any] = {}
-        if "serverselectiontimeoutms" not in given:
-            defaults["serverSelectionTimeoutMS"] = SERVER_SELECTION_TIMEOUT_MS
-        if "connecttimeoutms" not in given:
-            defaults["connectTimeoutMS"] = CONNECT_TIMEOUT_MS
-        if "sockettimeoutms" not in given:
-            defaults["socketTimeoutMS"] = SOCKET_TIMEOUT_MS
-        if not given & {"w", "journal", "j"}:
-            # The port promises "durable on return": acknowledged by a majority, journaled.
-            defaults.update(w="majority", journal=True)
-        self.client: AsyncMongoClient[Doc] = AsyncMongoClient(url, **defaults, **client_options)
-        self.db: AsyncDatabase[Doc] = (self.client[database] if database is not None else
-                                       self.client.get_default_database(DEFAULT_DATABASE))
+        super().__init__(url, database, **client_options)
         self.apps = self.db["apps"]
         self.users = self.db["users"]
         self.sessions = self.db["sessions"]
@@ -169,82 +141,14 @@ class MongoStore:
         self.receipts = self.db["receipts"]
         self.revocations = self.db["revocations"]
         self._pruned_at = 0.0
-        self._ready = False
-        self._setup_lock = asyncio.Lock()
         # Statements per ``update`` command; None: no limit. Set by the first operation.
         self.max_updates_per_command: int | None = None
-        self._closed = False
 
     # -- plumbing ------------------------------------------------------------------------------
-    async def start(self) -> None:
-        """Create the collections and indexes if missing (idempotent; also done lazily)."""
-        async with self._op():
-            pass
-
-    async def _setup(self) -> None:
-        async with self._setup_lock:
-            if self._ready:
-                return
-            info = await self.db.command("buildInfo")
-            if "ferretdbVersion" in info:
-                self.max_updates_per_command = FERRETDB_UPDATES_PER_COMMAND
-            existing = set(await self.db.list_collection_names())
-            for name in COLLECTIONS:
-                if name not in existing:
-                    try:
-                        await self.db.create_collection(name, check_exists=False)
-                    except OperationFailure as exc:
-                        # Another process created it between our listing and this call.
-                        if exc.code != NAMESPACE_EXISTS:
-                            raise
-            for name, models in INDEXES.items():
-                have = {ix["name"] async for ix in await self.db[name].list_indexes()}
-                for model in models:
-                    # One index per command, and only the missing ones: FerretDB v1.24 drops the
-                    # connection (a server-side panic) when one createIndexes command names
-                    # several indexes that exist already. Re-creating a single one is a no-op.
-                    if model.document["name"] not in have:
-                        await self.db[name].create_indexes([model])
-            self._ready = True
-
-    @contextlib.asynccontextmanager
-    async def _op(self) -> AsyncIterator[None]:
-        """Every operation runs inside: set up once, and map connection failures."""
-        if self._closed:
-            raise Unavailable("store is closed")
-        try:
-            if not self._ready:
-                await self._setup()
-            yield
-        except ConnectionFailure as exc:
-            detail = str(exc).split(",", 1)[0][:200]
-            raise Unavailable(f"store unreachable ({type(exc).__name__}: {detail})") from exc
-        except WriteConcernError as exc:
-            # Applied, but not known to be durable: to the caller it is a retryable failure.
-            raise Unavailable(f"store write not acknowledged as durable: {exc}") from exc
-        except BulkWriteError as exc:
-            if exc.details.get("writeConcernErrors"):
-                raise Unavailable("store write not acknowledged as durable") from exc
-            raise
-
-    @staticmethod
-    async def _insert_new(collection: AsyncCollection[Doc], docs: list[Doc]) -> set[int]:
-        """Insert in one unordered batch, skipping documents whose keys exist already.
-
-        Returns the indexes of the skipped documents. Any error but a duplicate key raises.
-        """
-        if not docs:
-            return set()
-        try:
-            await collection.insert_many(docs, ordered=False)
-        except BulkWriteError as exc:
-            details = exc.details
-            errors = details.get("writeErrors", [])
-            if details.get("writeConcernErrors") or any(
-                    e.get("code") != DUPLICATE_KEY for e in errors):
-                raise  # _op turns a write-concern failure into Unavailable
-            return {int(e["index"]) for e in errors}
-        return set()
+    async def _prepare(self) -> None:
+        info = await self.db.command("buildInfo")
+        if "ferretdbVersion" in info:
+            self.max_updates_per_command = FERRETDB_UPDATES_PER_COMMAND
 
     async def _update(self, collection: AsyncCollection[Doc], ops: list[UpdateOne]) -> None:
         """Unordered bulk update, in as few commands as the server handles safely."""
@@ -618,16 +522,6 @@ class MongoStore:
             UpdateOne({"_id": pair_id(c, u)}, {"$max": cols})
             for (c, u), cols in rows.items() if cols])
         return moved
-
-    async def ping(self) -> None:
-        async with self._op():
-            await self.db.command("ping")
-
-    async def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        await self.client.close()
 
 
 async def _both(first: Awaitable[list[Doc]],
