@@ -30,7 +30,11 @@ def test_no_generated_request_gets_a_server_error(backend: str, tmp_path: Path) 
         run = subprocess.run(
             [str(ST), "run", f"{cluster.gateway_url}/openapi.json",
              "-H", f"Authorization: Bearer {cluster.admin_token}",
-             "--checks", "not_a_server_error", "--max-examples", "10", "--workers", "2",
+             "--checks", "not_a_server_error", "--max-examples", "10",
+                 # One worker: with two threads, hypothesis's ast.parse of a lambda raced
+                 # CPython 3.11.7's non-thread-safe AST recursion counter ("SystemError: AST
+                 # constructor recursion depth mismatch") and failed a CI run with no 5xx found.
+                 "--workers", "1",
              "--phases", "examples,coverage,fuzzing", "--seed", "20261126",
              "--exclude-path", "/api/v1/admin/root-token/rotate", "--no-color"],
             capture_output=True, text=True, timeout=500, check=False)
